@@ -1,0 +1,26 @@
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test bench cluster clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+run: install
+	$(BIN)/python -m app.dev
+
+test: install
+	$(BIN)/python -m pytest -q
+
+cluster: install
+	$(BIN)/python -m ops.cluster up
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

@@ -1,0 +1,142 @@
+"""Settings: read from the environment (and an optional ``.env``) in one place.
+
+Nothing else in the service reads ``os.environ``. Settings are frozen: an
+instance's behaviour is fixed for its lifetime.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from streams.connection import RedisSettings
+
+
+class ConfigError(ValueError):
+    """The configuration cannot work; the instance refuses to start."""
+
+
+def _dotenv(path: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        values[key.strip()] = value.strip().strip("'\"")
+    return values
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    redis: RedisSettings
+    instance_id: str
+    auth_mode: str
+    jwt_secret: str | None
+    jwt_public_key: str | None
+    allowed_origins: tuple[str, ...]
+    durability: str
+    min_replicas: int
+    replica_ack_timeout_ms: int
+    room_history_maxlen: int
+    presence_ttl_s: float
+    max_connections: int
+    max_frame_bytes: int
+    publish_rate: float
+    publish_burst: int
+    key_prefix: str
+    outbound_queue: int
+    slow_consumer_timeout_s: float
+    retry_budget_s: float
+    heartbeat_interval_s: float
+    drain_timeout_s: float
+    host: str
+    port: int
+
+    @property
+    def any_origin(self) -> bool:
+        return "*" in self.allowed_origins
+
+
+def _sentinels(text: str) -> tuple[tuple[str, int], ...]:
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        host, _, port = part.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"REDIS_SENTINELS: expected host:port, got {part!r}")
+        out.append((host, int(port)))
+    return tuple(out)
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Build settings from ``environ`` (default: the process environment)."""
+    env = dict(_dotenv(Path(".env")))
+    env.update(os.environ if environ is None else environ)
+
+    def get(name: str, default: str) -> str:
+        return env.get(name, default) or default
+
+    def num(name: str, default: float, cast: type = int):  # type: ignore[no-untyped-def]
+        raw = get(name, str(default))
+        try:
+            return cast(raw)
+        except ValueError:
+            raise ConfigError(f"{name}: not a number: {raw!r}") from None
+
+    auth_mode = get("AUTH_MODE", "jwt").lower()
+    if auth_mode not in ("jwt", "none"):
+        raise ConfigError("AUTH_MODE must be 'jwt' or 'none'")
+    secret = env.get("JWT_SECRET") or None
+    public_key = env.get("JWT_PUBLIC_KEY") or None
+    if auth_mode == "jwt" and not (secret or public_key):
+        raise ConfigError("AUTH_MODE=jwt needs JWT_SECRET (or JWT_PUBLIC_KEY)")
+    durability = get("DURABILITY", "leader").lower()
+    if durability not in ("leader", "replica"):
+        raise ConfigError("DURABILITY must be 'leader' or 'replica'")
+    origins_default = "*" if auth_mode == "none" else ""
+    origins = tuple(o.strip() for o in get("ALLOWED_ORIGINS", origins_default).split(",") if o.strip())
+
+    redis = RedisSettings(
+        url=get("REDIS_URL", "redis://localhost:6379/0"),
+        sentinels=_sentinels(env.get("REDIS_SENTINELS", "")),
+        master_name=get("REDIS_SENTINEL_MASTER", "mymaster"),
+        sentinel_password=env.get("REDIS_SENTINEL_PASSWORD") or None,
+        username=env.get("REDIS_USERNAME") or None,
+        password=env.get("REDIS_PASSWORD") or None,
+        ssl_ca_file=env.get("REDIS_CA_FILE") or None,
+    )
+    settings = Settings(
+        redis=redis,
+        instance_id=get("INSTANCE_ID", f"{socket.gethostname()}-{os.getpid()}"),
+        auth_mode=auth_mode,
+        jwt_secret=secret,
+        jwt_public_key=public_key,
+        allowed_origins=origins,
+        durability=durability,
+        min_replicas=num("MIN_REPLICAS", 1),
+        replica_ack_timeout_ms=num("REPLICA_ACK_TIMEOUT_MS", 500),
+        room_history_maxlen=num("ROOM_HISTORY_MAXLEN", 10000),
+        presence_ttl_s=num("PRESENCE_TTL", 30, float),
+        max_connections=num("MAX_CONNECTIONS", 10000),
+        max_frame_bytes=num("MAX_FRAME_BYTES", 65536),
+        publish_rate=num("PUBLISH_RATE", 50, float),
+        publish_burst=num("PUBLISH_BURST", 100),
+        key_prefix=get("KEY_PREFIX", "sg"),
+        outbound_queue=num("OUTBOUND_QUEUE", 1024),
+        slow_consumer_timeout_s=num("SLOW_CONSUMER_TIMEOUT", 30, float),
+        retry_budget_s=num("RETRY_BUDGET", 10, float),
+        heartbeat_interval_s=num("HEARTBEAT_INTERVAL", 20, float),
+        drain_timeout_s=num("DRAIN_TIMEOUT", 8, float),
+        host=get("HOST", "127.0.0.1"),
+        port=num("PORT", 8000),
+    )
+    if settings.room_history_maxlen < 1 or settings.outbound_queue < 8:
+        raise ConfigError("ROOM_HISTORY_MAXLEN must be >= 1 and OUTBOUND_QUEUE >= 8")
+    return settings

@@ -1,0 +1,152 @@
+"""HTTP routes: health, readiness, metrics, history, publish, presence."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+
+from streams.model import is_id
+from streams.retry import StorageUnavailable
+
+from .auth import Principal, Unauthorized, bearer
+from .protocol import valid_room
+from .service import Forbidden, Service
+from .static import INDEX
+
+router = APIRouter()
+
+MAX_PAGE = 1000
+DEFAULT_PAGE = 100
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, code: str, reason: str) -> None:
+        self.status = status
+        self.code = code
+        self.reason = reason
+
+
+def error_response(exc: HTTPError) -> JSONResponse:
+    return JSONResponse({"error": exc.code, "reason": exc.reason}, status_code=exc.status)
+
+
+def _svc(request: Request) -> Service:
+    return request.app.state.service
+
+
+def _who(request: Request) -> Principal:
+    svc = _svc(request)
+    try:
+        return svc.auth.authenticate(
+            bearer(request.headers.get("authorization")), request.query_params.get("user")
+        )
+    except Unauthorized as exc:
+        raise HTTPError(401, "unauthorized", str(exc)) from None
+
+
+def _room(room: str) -> str:
+    if not valid_room(room):
+        raise HTTPError(400, "invalid_room", "invalid room name")
+    return room
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    svc = _svc(request)
+    if await svc.ready():
+        return JSONResponse({"status": "ready", "instance": svc.instance})
+    reason = "draining" if svc.draining else "redis unavailable"
+    return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    return Response(_svc(request).metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+@router.get("/")
+async def index() -> FileResponse:
+    return FileResponse(INDEX)
+
+
+@router.get("/rooms/{room}/messages")
+async def history(request: Request, room: str, after: str = "0", limit: int = DEFAULT_PAGE) -> Any:
+    who = _who(request)
+    _room(room)
+    if not who.may_join(room):
+        raise HTTPError(403, "forbidden", "not allowed in this room")
+    if not is_id(after):
+        raise HTTPError(400, "bad_request", "'after' must be a message id")
+    if limit < 1:
+        raise HTTPError(400, "bad_request", "'limit' must be at least 1")
+    limit = min(limit, MAX_PAGE)
+    try:
+        rows = await _svc(request).history(room, after, limit + 1)
+    except StorageUnavailable:
+        raise HTTPError(503, "unavailable", "storage unavailable") from None
+    more = len(rows) > limit
+    rows = rows[:limit]
+    body = b"".join([
+        b'{"messages":[',
+        b",".join(
+            b'{"id":"%s","from":%s,"body":%s,"ts":%d}'
+            % (e.id.encode(), orjson.dumps(e.sender), e.body.encode(), e.ts)
+            for e in rows
+        ),
+        b'],"next":',
+        orjson.dumps(rows[-1].id if more else None),
+        b"}",
+    ])
+    return Response(body, media_type="application/json")
+
+
+@router.post("/rooms/{room}/messages", status_code=201)
+async def publish(request: Request, room: str) -> Any:
+    who = _who(request)
+    _room(room)
+    try:
+        payload = orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        raise HTTPError(400, "bad_frame", "invalid JSON") from None
+    if not isinstance(payload, dict) or "body" not in payload:
+        raise HTTPError(400, "bad_frame", "expected {\"body\": ..., \"client_id\": ...}")
+    cid = payload.get("client_id")
+    if cid is not None and (not isinstance(cid, str) or not 1 <= len(cid) <= 128
+                            or not cid.isascii() or not cid.isprintable() or " " in cid):
+        raise HTTPError(400, "bad_frame", "'client_id' must be 1-128 printable ASCII characters")
+    try:
+        res = await _svc(request).publish(who, room, orjson.dumps(payload["body"]).decode(), cid)
+    except Forbidden:
+        raise HTTPError(403, "forbidden", "not allowed to publish here") from None
+    except StorageUnavailable:
+        raise HTTPError(503, "unavailable", "storage could not confirm; retry with the same client_id") from None
+    return JSONResponse({"id": res.id, "duplicate": res.duplicate}, status_code=201)
+
+
+@router.get("/presence")
+async def presence(request: Request) -> Any:
+    _who(request)
+    try:
+        return {"users": await _svc(request).presence.users()}
+    except StorageUnavailable:
+        raise HTTPError(503, "unavailable", "storage unavailable") from None
+
+
+@router.get("/rooms/{room}/members")
+async def members(request: Request, room: str) -> Any:
+    who = _who(request)
+    _room(room)
+    if not who.may_join(room):
+        raise HTTPError(403, "forbidden", "not allowed in this room")
+    try:
+        return {"members": await _svc(request).presence.members(room)}
+    except StorageUnavailable:
+        raise HTTPError(503, "unavailable", "storage unavailable") from None

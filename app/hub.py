@@ -1,0 +1,236 @@
+"""Local rooms: which sessions of this instance are in which room, and the
+room's live chain.
+
+Contract:
+- The first local join of a room subscribes to its channel (and waits for
+  Redis to confirm), the last leave unsubscribes. One subscription per room
+  with local members, never a global channel.
+- Per room the hub keeps ``head``: the id of the last entry it handed to the
+  room's sessions. It hands entries over strictly in id order, each once.
+- A notification whose ``prev`` is not ``head`` means the live path lost
+  something (at-most-once Pub/Sub, a dropped connection): the hub reads the
+  stream from ``head`` and hands over what it missed before going on,
+  buffering the notifications that arrive meanwhile. The same repair runs for
+  every room after the bus reconnects.
+- Handing over never waits: each session's ``deliver`` only queues. The
+  message frame is built once per entry and the same string goes to every
+  local member.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+from streams.bus import Bus
+from streams.log import RoomLog
+from streams.model import ZERO, Envelope, StreamId, format_id, parse_id
+from streams.retry import StorageUnavailable
+
+from .protocol import message_frame
+
+log = logging.getLogger("streamgate.hub")
+
+FILL_PAGE = 500
+PENDING_LIMIT = 10_000
+
+
+class Member(Protocol):
+    user: str
+
+    def deliver(self, env: Envelope, key: StreamId, frame: str) -> None: ...
+
+
+class _Room:
+    __slots__ = ("name", "members", "head", "opened", "filling", "pending", "reread", "closed")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.members: set[Member] = set()
+        self.head: StreamId = ZERO
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.filling = True  # until the first read of the stream's end
+        self.pending: list[Envelope] = []
+        self.reread = False
+        self.closed = False
+
+
+class Hub:
+    def __init__(
+        self,
+        log_: RoomLog,
+        subscribe_timeout_s: float,
+        on_gap_filled: Callable[[int], None] = lambda n: None,
+    ) -> None:
+        self._log = log_
+        self._bus: Bus | None = None
+        self._timeout = subscribe_timeout_s
+        self._on_gap_filled = on_gap_filled
+        self._rooms: dict[str, _Room] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def bind(self, bus: Bus) -> None:
+        self._bus = bus
+
+    # -- membership ---------------------------------------------------------
+
+    async def attach(self, room: str, member: Member) -> None:
+        """Add ``member``; return once the room's live path is open."""
+        r = self._rooms.get(room)
+        if r is None:
+            r = self._rooms[room] = _Room(room)
+            self._spawn(self._open(r))
+        r.members.add(member)
+        try:
+            await asyncio.shield(r.opened)
+        except BaseException:
+            self.detach(room, member)
+            raise
+
+    def detach(self, room: str, member: Member) -> None:
+        r = self._rooms.get(room)
+        if r is None:
+            return
+        r.members.discard(member)
+        if not r.members:
+            r.closed = True
+            del self._rooms[room]
+            if self._bus is not None:
+                self._spawn(self._bus.unsubscribe(room))
+
+    def head(self, room: str) -> StreamId:
+        r = self._rooms.get(room)
+        return r.head if r is not None else ZERO
+
+    def rooms(self) -> dict[str, set[str]]:
+        """Local rooms and the users in them (for presence refresh)."""
+        return {name: {m.user for m in r.members} for name, r in self._rooms.items()}
+
+    def has_user(self, room: str, user: str) -> bool:
+        r = self._rooms.get(room)
+        return r is not None and any(m.user == user for m in r.members)
+
+    # -- live path (called from the bus read loop: never blocks) -------------
+
+    def on_entry(self, env: Envelope) -> None:
+        r = self._rooms.get(env.room)
+        if r is None:
+            return
+        if r.filling:
+            self._buffer(r, env)
+            return
+        self._accept(r, env)
+
+    def on_resync(self, room: str) -> None:
+        """The bus reconnected: catch the room up from its stream."""
+        r = self._rooms.get(room)
+        if r is None:
+            return
+        if r.filling:
+            r.reread = True  # a fill in progress may have read before the outage
+        else:
+            r.filling = True
+            self._spawn(self._fill(r))
+
+    def _buffer(self, r: _Room, env: Envelope) -> None:
+        if len(r.pending) >= PENDING_LIMIT:
+            # Everything buffered is in the stream too: drop the buffer and
+            # let the fill read further instead of holding it in memory.
+            r.pending.clear()
+            r.reread = True
+        r.pending.append(env)
+
+    def _accept(self, r: _Room, env: Envelope) -> None:
+        key = parse_id(env.id)
+        if key <= r.head:
+            return
+        if parse_id(env.prev) != r.head:
+            r.filling = True
+            r.pending.append(env)
+            self._spawn(self._fill(r))
+            return
+        self._hand_over(r, env, key)
+
+    def _hand_over(self, r: _Room, env: Envelope, key: StreamId) -> None:
+        frame = message_frame(env)
+        for m in tuple(r.members):
+            m.deliver(env, key, frame)
+        r.head = key
+
+    # -- repair from the stream ---------------------------------------------
+
+    async def _open(self, r: _Room) -> None:
+        try:
+            assert self._bus is not None
+            await self._bus.subscribe(r.name, self._timeout)
+            r.head = parse_id(await self._log.last_id(r.name))
+        except BaseException as exc:
+            if self._rooms.get(r.name) is r:
+                del self._rooms[r.name]
+            r.closed = True
+            if not r.opened.done():
+                r.opened.set_exception(
+                    exc if isinstance(exc, StorageUnavailable) else StorageUnavailable(str(exc))
+                )
+            if self._bus is not None:
+                await self._bus.unsubscribe(r.name)
+            return
+        r.opened.set_result(None)
+        await self._fill(r)
+
+    async def _fill(self, r: _Room) -> None:
+        """Read from ``head`` to the stream's end, then replay the buffer."""
+        delay = 0.05
+        filled = 0
+        while not r.closed:
+            try:
+                page = await self._log.read_after(r.name, format_id(r.head), FILL_PAGE)
+            except StorageUnavailable:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            if r.closed:
+                return
+            for env in page:
+                key = parse_id(env.id)
+                if key > r.head:
+                    self._hand_over(r, env, key)
+                    filled += 1
+            if page:
+                continue
+            if r.reread:
+                r.reread = False
+                continue
+            break
+        if r.closed:
+            return
+        if filled:
+            self._on_gap_filled(filled)
+        self._drain_pending(r)
+
+    def _drain_pending(self, r: _Room) -> None:
+        """Hand over what arrived during a fill, in id order.
+
+        The fill has just read the stream to its end, so anything buffered
+        and newer than ``head`` was appended after that read: it follows on
+        directly and needs no ``prev`` check.
+        """
+        pending = sorted(r.pending, key=lambda e: parse_id(e.id))
+        r.pending = []
+        r.filling = False
+        for env in pending:
+            key = parse_id(env.id)
+            if key > r.head:
+                self._hand_over(r, env, key)
+
+    def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

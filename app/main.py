@@ -1,0 +1,52 @@
+"""The ASGI application: ``uvicorn app.main:app``.
+
+State is built in the lifespan, so importing this module has no side
+effects beyond reading the configuration.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.staticfiles import StaticFiles
+
+from .config import Settings, load_settings
+from .http import HTTPError, error_response
+from .http import router as http_router
+from .service import Service
+from .static import STATIC_DIR
+from .ws import router as ws_router
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service = Service(settings)
+        app.state.service = service
+        await service.start()
+        try:
+            yield
+        finally:
+            service.draining = True
+            await service.stop()
+
+    app = FastAPI(title="streamgate", lifespan=lifespan, docs_url=None, redoc_url=None)
+
+    @app.exception_handler(HTTPError)
+    async def _http_error(request: Request, exc: HTTPError):  # type: ignore[no-untyped-def]
+        return error_response(exc)
+
+    app.include_router(http_router)
+    app.include_router(ws_router)
+    if STATIC_DIR.is_dir():
+        app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+app = create_app()

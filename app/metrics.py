@@ -1,0 +1,108 @@
+"""Every Prometheus metric of an instance, in one place.
+
+Labels are bounded: ``instance`` and frame type or reason, never a user or a
+room, so the series count does not grow with traffic. Bucket bounds are in
+seconds but chosen around milliseconds, where this service lives.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+MS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+DURATION_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
+
+
+class Metrics:
+    """Implements :class:`streams.observer.Observer` too."""
+
+    def __init__(self, instance: str) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        i = ["instance"]
+        self._instance = instance
+        self.connections = Gauge(
+            "websocket_connections", "Open WebSocket connections", i, registry=r
+        ).labels(instance)
+        self._sent = Counter(
+            "websocket_messages_sent_total", "Frames sent to clients, by type",
+            ["instance", "type"], registry=r)
+        self._received = Counter(
+            "websocket_messages_received_total", "Frames received from clients, by type",
+            ["instance", "type"], registry=r)
+        self.connection_duration = Histogram(
+            "websocket_connection_duration_seconds", "How long connections stay open",
+            i, buckets=DURATION_BUCKETS, registry=r).labels(instance)
+        self.publish_latency = Histogram(
+            "streamgate_publish_latency_seconds", "Publish request to storage confirmation",
+            i, buckets=MS_BUCKETS, registry=r).labels(instance)
+        self.delivery_latency = Histogram(
+            "streamgate_delivery_latency_seconds", "Append to hand-over to the socket queue",
+            i, buckets=MS_BUCKETS, registry=r).labels(instance)
+        self.replayed = Counter(
+            "streamgate_replayed_messages_total", "Messages replayed from streams on join",
+            i, registry=r).labels(instance)
+        self.replay_duration = Histogram(
+            "streamgate_replay_duration_seconds", "Time from join to joined",
+            i, buckets=MS_BUCKETS, registry=r).labels(instance)
+        self._gaps = Counter(
+            "streamgate_gap_filled_messages_total", "Entries missed on Pub/Sub, read back from streams",
+            i, registry=r).labels(instance)
+        self._reconnects = Counter(
+            "streamgate_pubsub_reconnects_total", "Pub/Sub connections lost and rebuilt",
+            i, registry=r).labels(instance)
+        self._failovers = Counter(
+            "streamgate_redis_failovers_total", "Changes of Redis master address seen",
+            i, registry=r).labels(instance)
+        self._retries = Counter(
+            "streamgate_redis_retries_total", "Redis calls retried after a transient failure",
+            i, registry=r).labels(instance)
+        self._unavailable = Counter(
+            "streamgate_unavailable_total", "Publishes answered `unavailable`",
+            i, registry=r).labels(instance)
+        self.slow_closes = Counter(
+            "streamgate_slow_consumer_closes_total", "Connections closed with 4408",
+            i, registry=r).labels(instance)
+        self.refused = Counter(
+            "streamgate_refused_connections_total", "Connections refused, by reason",
+            ["instance", "reason"], registry=r)
+        self.rate_limited = Counter(
+            "streamgate_rate_limited_total", "Frames refused by the rate limit",
+            i, registry=r).labels(instance)
+        self.local_rooms = Gauge(
+            "streamgate_local_rooms", "Rooms with members on this instance", i, registry=r
+        ).labels(instance)
+        self.queue_depth = Gauge(
+            "streamgate_outbound_queue_depth", "Frames waiting in outbound queues, summed",
+            i, registry=r).labels(instance)
+
+    def sent(self, kind: str) -> None:
+        self._sent.labels(self._instance, kind).inc()
+
+    def received(self, kind: str) -> None:
+        self._received.labels(self._instance, kind).inc()
+
+    def refuse(self, reason: str) -> None:
+        self.refused.labels(self._instance, reason).inc()
+
+    def published(self, seconds: float) -> None:
+        self.publish_latency.observe(seconds)
+
+    def unavailable(self) -> None:
+        self._unavailable.inc()
+
+    # Observer
+    def retry(self) -> None:
+        self._retries.inc()
+
+    def pubsub_reconnect(self) -> None:
+        self._reconnects.inc()
+
+    def gap_filled(self, entries: int) -> None:
+        self._gaps.inc(entries)
+
+    def failover(self) -> None:
+        self._failovers.inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,205 @@
+"""The wire protocol: client frames in, server frames out. Pure, no I/O.
+
+Every frame is one JSON object in a text frame (see docs/protocol.md). Parsing
+turns a raw frame into one of the dataclasses below or raises
+:class:`FrameError` carrying the error code and the ``ref`` to echo; the
+connection stays open either way.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from streams.model import Envelope, is_id
+
+PROTOCOL_VERSION = 1
+
+USER_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+ROOM_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+CLIENT_ID_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
+ALL_ROOM = "@all"
+
+# Close codes.
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_ORIGIN = 4403
+CLOSE_TOO_SLOW = 4408
+CLOSE_TOO_LARGE = 1009
+CLOSE_RESTARTING = 1012
+CLOSE_FULL = 1013
+
+
+class FrameError(Exception):
+    def __init__(self, code: str, reason: str, ref: str | None = None) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+        self.ref = ref
+
+
+def valid_user(user: object) -> bool:
+    return isinstance(user, str) and USER_RE.match(user) is not None and user != "all"
+
+
+def valid_room(room: object) -> bool:
+    """Ordinary rooms, ``@all`` and ``@<user>`` inboxes."""
+    if not isinstance(room, str):
+        return False
+    if room.startswith("@"):
+        return room == ALL_ROOM or valid_user(room[1:])
+    return ROOM_RE.match(room) is not None
+
+
+def inbox(user: str) -> str:
+    return "@" + user
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    room: str
+    since: str | None  # "$", an id, or None for "resume from the ack cursor"
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    room: str
+    body: str  # compact JSON text
+    client_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    room: str
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    pass
+
+
+ClientFrame = Join | Leave | Publish | Ack | Ping
+
+
+def _room(frame: dict[str, Any], field: str = "room") -> str:
+    room = frame.get(field)
+    if field not in frame:
+        raise FrameError("bad_frame", f"missing field '{field}'")
+    if not isinstance(room, str):
+        raise FrameError("bad_frame", f"'{field}' must be a string")
+    if not valid_room(room):
+        raise FrameError("invalid_room", f"invalid room name", ref=room[:200])
+    return room
+
+
+def _client_id(frame: dict[str, Any]) -> str | None:
+    cid = frame.get("client_id")
+    if cid is None:
+        return None
+    if not isinstance(cid, str) or not CLIENT_ID_RE.match(cid):
+        raise FrameError("bad_frame", "'client_id' must be 1-128 printable ASCII characters")
+    return cid
+
+
+def _body(frame: dict[str, Any], ref: str | None) -> str:
+    if "body" not in frame:
+        raise FrameError("bad_frame", "missing field 'body'", ref=ref)
+    return orjson.dumps(frame["body"]).decode()
+
+
+def parse_frame(raw: str | bytes) -> ClientFrame:
+    """Parse one client frame; raise FrameError with the code to answer."""
+    try:
+        frame = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise FrameError("bad_frame", "invalid JSON") from None
+    if not isinstance(frame, dict):
+        raise FrameError("bad_frame", "a frame must be a JSON object")
+    kind = frame.get("type")
+    if not isinstance(kind, str):
+        raise FrameError("bad_frame", "missing field 'type'")
+    if kind == "ping":
+        return Ping()
+    if kind == "join":
+        room = _room(frame)
+        since = frame.get("since")
+        if since is not None and not (since == "$" or is_id(since)):
+            raise FrameError("bad_frame", "'since' must be \"$\", \"0\" or a message id", ref=room)
+        return Join(room, since)
+    if kind == "leave":
+        return Leave(_room(frame))
+    if kind == "ack":
+        room = _room(frame)
+        sid = frame.get("id")
+        if not is_id(sid):
+            raise FrameError("bad_frame", "'id' must be a message id", ref=room)
+        return Ack(room, sid)
+    if kind in ("publish", "direct", "broadcast"):
+        cid = _client_id(frame)
+        if kind == "publish":
+            room = _room(frame)
+        elif kind == "direct":
+            to = frame.get("to")
+            if not isinstance(to, str):
+                raise FrameError("bad_frame", "'to' must be a user id", ref=cid)
+            if not valid_user(to):
+                raise FrameError("invalid_room", "invalid user id", ref=cid or to[:200])
+            room = inbox(to)
+        else:
+            room = ALL_ROOM
+        return Publish(room, _body(frame, cid or room), cid)
+    raise FrameError("unknown_type", f"unknown frame type {kind[:40]!r}")
+
+
+def _dump(obj: dict[str, Any]) -> str:
+    return orjson.dumps(obj).decode()
+
+
+def message_frame(env: Envelope) -> str:
+    """The ``message`` frame, built once per fan-out and shared by every socket.
+
+    The body is spliced in as the JSON text it was stored as, so it is never
+    decoded and re-encoded on the way out.
+    """
+    return (
+        '{"type":"message","room":' + orjson.dumps(env.room).decode()
+        + ',"id":"' + env.id
+        + '","from":' + orjson.dumps(env.sender).decode()
+        + ',"body":' + env.body
+        + ',"ts":' + str(env.ts) + "}"
+    )
+
+
+def welcome_frame(user: str, instance: str) -> str:
+    return _dump({"type": "welcome", "user": user, "instance": instance, "protocol": PROTOCOL_VERSION})
+
+
+def joined_frame(room: str, replayed: int, recovered: bool, last_id: str) -> str:
+    """``last_id`` (an addition to v1): the room position the client is now
+    at, so a client that received nothing yet can still resume from here."""
+    return _dump({"type": "joined", "room": room, "replayed": replayed, "recovered": recovered,
+                  "last_id": last_id})
+
+
+def left_frame(room: str) -> str:
+    return _dump({"type": "left", "room": room})
+
+
+def published_frame(room: str, sid: str, client_id: str | None, duplicate: bool) -> str:
+    return _dump({"type": "published", "room": room, "id": sid, "client_id": client_id,
+                  "duplicate": duplicate})
+
+
+def error_frame(code: str, reason: str, ref: str | None = None) -> str:
+    return _dump({"type": "error", "code": code, "reason": reason, "ref": ref})
+
+
+PONG_FRAME = _dump({"type": "pong"})

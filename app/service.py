@@ -1,0 +1,165 @@
+"""The running instance: Redis clients, log, bus, hub, presence, built in the
+lifespan and torn down with it (no import-time singletons).
+
+The operations shared by the socket and the HTTP routes live here, so both
+apply the same rights and the same durability rule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+from streams.bus import Bus
+from streams.connection import RedisConnector
+from streams.keys import Keys
+from streams.log import Appended, RoomLog
+from streams.model import Envelope, parse_id
+from streams.presence import Presence
+from streams.retry import StorageUnavailable
+
+from .auth import Authenticator, Principal
+from .config import Settings
+from .hub import Hub
+from .metrics import Metrics
+
+log = logging.getLogger("streamgate.service")
+
+
+class Forbidden(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class JoinPoint:
+    """Where a join starts: ``since`` None means only new messages."""
+
+    since: tuple[int, int] | None
+    recovered: bool
+
+
+class Service:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.instance = settings.instance_id
+        self.metrics = Metrics(settings.instance_id)
+        self.auth = Authenticator(settings)
+        self.keys = Keys(settings.key_prefix)
+        self.redis = RedisConnector(settings.redis)
+        budget = settings.retry_budget_s
+        self.log = RoomLog(
+            self.redis.client, self.keys, settings.room_history_maxlen, budget,
+            on_retry=self.metrics.retry,
+        )
+        self.hub = Hub(self.log, subscribe_timeout_s=budget, on_gap_filled=self.metrics.gap_filled)
+        self.bus = Bus(
+            self.redis.pubsub_connection, self.keys, self.instance,
+            on_entry=self.hub.on_entry, on_resync=self.hub.on_resync,
+            observer=self.metrics,
+        )
+        self.hub.bind(self.bus)
+        self.presence = Presence(self.redis.client, self.keys, self.instance,
+                                 settings.presence_ttl_s, budget)
+        self.users: Counter[str] = Counter()
+        self.connections = 0
+        self.conns: set[object] = set()  # live connections, for drain and metrics
+        self.draining = False
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.bus.start()
+        self._heartbeat = asyncio.create_task(self._refresh_presence(), name="presence")
+
+    async def stop(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        await self.bus.stop()
+        await self.hub.close()
+        await self.redis.close()
+
+    async def ready(self) -> bool:
+        if self.draining or not self.bus.connected:
+            return False
+        try:
+            async with asyncio.timeout(1.0):
+                await self.redis.client.ping()
+            return True
+        except Exception:
+            return False
+
+    # -- writes ---------------------------------------------------------------
+
+    async def publish(self, who: Principal, room: str, body_json: str,
+                      client_id: str | None) -> Appended:
+        if not who.may_publish(room):
+            raise Forbidden(room)
+        started = time.perf_counter()
+        try:
+            result = await self.log.append(room, who.user, body_json, client_id)
+        except StorageUnavailable:
+            self.metrics.unavailable()
+            raise
+        self.metrics.published(time.perf_counter() - started)
+        return result
+
+    # -- reads ----------------------------------------------------------------
+
+    async def join_point(self, who: Principal, room: str, since: str | None) -> JoinPoint:
+        """Resolve a join's ``since`` (None: the ack cursor, else "$")."""
+        if since is None:
+            since = await self.log.cursor(room, who.user) or "$"
+        if since == "$":
+            return JoinPoint(None, True)
+        bounds = await self.log.bounds(room)
+        start = parse_id(since)
+        if start > parse_id(bounds.last_id):
+            # Beyond anything this stream ever generated: an id erased by a
+            # failover, or made up. Never replay from a point the stream
+            # never had; start live and say the client missed some.
+            return JoinPoint(None, False)
+        return JoinPoint(start, bounds.recovered(since))
+
+    async def history(self, room: str, after: str, limit: int) -> list[Envelope]:
+        return await self.log.read_after(room, after, limit)
+
+    # -- presence -------------------------------------------------------------
+
+    async def connected(self, user: str) -> None:
+        self.connections += 1
+        self.users[user] += 1
+        self.metrics.connections.set(self.connections)
+        if self.users[user] == 1:
+            await self._best_effort(self.presence.online(user))
+
+    async def disconnected(self, user: str, rooms: list[str]) -> None:
+        self.connections -= 1
+        self.users[user] -= 1
+        self.metrics.connections.set(self.connections)
+        for room in rooms:
+            if not self.hub.has_user(room, user):
+                await self._best_effort(self.presence.left(room, user))
+        if self.users[user] <= 0:
+            del self.users[user]
+            await self._best_effort(self.presence.offline(user))
+
+    async def _best_effort(self, coro) -> None:  # type: ignore[no-untyped-def]
+        """Presence is advisory: the heartbeat repairs a write that failed."""
+        try:
+            await coro
+        except StorageUnavailable as exc:
+            log.warning("presence update failed: %s", exc)
+
+    async def _refresh_presence(self) -> None:
+        interval = max(0.2, self.settings.presence_ttl_s / 3)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.presence.refresh(list(self.users), self.hub.rooms())
+            except StorageUnavailable as exc:
+                log.warning("presence refresh failed: %s", exc)
+            except Exception:
+                log.exception("presence refresh crashed")
+

@@ -1,0 +1,100 @@
+"""Build the Redis clients: a standalone URL or a master found through Sentinel.
+
+Every client is built with redis-py's retry turned off (``retries=0``), so the
+only retry layer is :mod:`streams.retry`. The Pub/Sub connection is not taken
+from the pool: :func:`RedisConnector.pubsub_connection` makes a fresh, private
+connection that the bus owns for its whole life (and, in Sentinel mode, asks
+the sentinels for the current master each time it connects).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.backoff import NoBackoff
+from redis.asyncio.retry import Retry
+
+
+@dataclass(frozen=True, slots=True)
+class RedisSettings:
+    url: str = "redis://localhost:6379/0"
+    sentinels: tuple[tuple[str, int], ...] = ()
+    master_name: str = "mymaster"
+    sentinel_password: str | None = None
+    username: str | None = None
+    password: str | None = None
+    socket_timeout_s: float = 5.0
+    connect_timeout_s: float = 2.0
+    ssl_ca_file: str | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def _no_retry() -> Retry:
+    return Retry(NoBackoff(), 0)
+
+
+def _common_kwargs(s: RedisSettings) -> dict[str, object]:
+    kw: dict[str, object] = {
+        "socket_timeout": s.socket_timeout_s,
+        "socket_connect_timeout": s.connect_timeout_s,
+        "socket_keepalive": True,
+        "retry": _no_retry(),
+        "health_check_interval": 0,
+        # RESP2: Pub/Sub replies arrive as ordinary arrays on the bus's own
+        # connection, which reads them directly (see bus.py).
+        "protocol": 2,
+    }
+    if s.username:
+        kw["username"] = s.username
+    if s.password:
+        kw["password"] = s.password
+    return kw
+
+
+class RedisConnector:
+    """Owns the command client and makes Pub/Sub connections."""
+
+    def __init__(self, settings: RedisSettings) -> None:
+        self.settings = settings
+        kw = _common_kwargs(settings)
+        self._sentinel: Sentinel | None = None
+        if settings.sentinels:
+            sentinel_kwargs: dict[str, object] = {
+                "socket_timeout": 1.0,
+                "socket_connect_timeout": 1.0,
+                "retry": _no_retry(),
+            }
+            if settings.sentinel_password:
+                sentinel_kwargs["password"] = settings.sentinel_password
+            self._sentinel = Sentinel(
+                list(settings.sentinels), sentinel_kwargs=sentinel_kwargs, **kw
+            )
+            self.pool: ConnectionPool = SentinelConnectionPool(
+                settings.master_name, self._sentinel, **kw
+            )
+        else:
+            url_kw = dict(kw)
+            if settings.ssl_ca_file and settings.url.startswith("rediss://"):
+                url_kw["ssl_ca_certs"] = settings.ssl_ca_file
+            self.pool = ConnectionPool.from_url(settings.url, **url_kw)
+        self.client = Redis(connection_pool=self.pool)
+
+    def pubsub_connection(self) -> AbstractConnection:
+        """A new connection with the pool's settings, owned by the caller."""
+        return self.pool.make_connection()
+
+    async def master_address(self) -> tuple[str, int] | None:
+        """Where the master is now (Sentinel mode), for logs and metrics."""
+        if self._sentinel is None:
+            return None
+        return await self._sentinel.discover_master(self.settings.master_name)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+        await self.pool.disconnect()
+        if self._sentinel is not None:
+            for s in self._sentinel.sentinels:
+                await s.aclose()

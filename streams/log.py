@@ -1,0 +1,171 @@
+"""The durable room log: one Redis Stream per room.
+
+Contract:
+- ``append`` is atomic (one server-side script): idempotency check on
+  ``client_id``, XADD with approximate trimming, and the Pub/Sub notification
+  carrying the new entry and the id before it. Either all of it happens or
+  none. A repeat of a ``client_id`` within 24 h stores nothing and returns the
+  first id.
+- ``read_after`` returns entries strictly after an id, in id order.
+- ``bounds`` tells what a reader who last saw an id has lost to trimming.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+
+from redis.asyncio import Redis
+from redis import exceptions as rex
+
+from .keys import Keys
+from .model import ZERO, Envelope, format_id, parse_id
+from .retry import with_retry
+
+IDEMPOTENCY_TTL_S = 24 * 3600
+
+
+def _script(name: str) -> str:
+    return resources.files(__package__).joinpath("lua", name).read_text()
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    id: str
+    duplicate: bool
+    prev: str
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """What the stream knows about its own history.
+
+    ``last_id``: the last id ever generated (not only the last retained);
+    ``max_deleted_id``: the largest id trimmed away (``0-0`` if none).
+    """
+
+    last_id: str
+    max_deleted_id: str
+    length: int
+
+    def recovered(self, since: str) -> bool:
+        """Can a reader who last saw ``since`` get everything after it?
+
+        No when an entry after ``since`` was trimmed, and no when ``since`` is
+        beyond the last id the stream ever generated: such an id was erased by
+        a failover or made up, and replaying from it could skip entries the
+        new master appended with a clock that runs behind.
+        """
+        s = parse_id(since)
+        if s > parse_id(self.last_id):
+            return False
+        return parse_id(self.max_deleted_id) <= s
+
+
+class RoomLog:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        maxlen: int,
+        retry_budget_s: float,
+        on_retry: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._maxlen = maxlen
+        self._budget = retry_budget_s
+        self._on_retry = on_retry
+        self._append = redis.register_script(_script("append.lua"))
+        self._ack = redis.register_script(_script("ack.lua"))
+
+    async def _retry(self, call):  # type: ignore[no-untyped-def]
+        return await with_retry(call, self._budget, self._on_retry)
+
+    async def append(
+        self, room: str, sender: str, body_json: str, client_id: str | None, notify: bool = True
+    ) -> Appended:
+        k = self._keys
+        cid = client_id or ""
+        keys = [k.log(room), k.idem(room, cid)]
+        args = [self._maxlen, sender, body_json, cid, IDEMPOTENCY_TTL_S,
+                k.channel(room) if notify else ""]
+
+        async def call() -> Appended:
+            sid, dup, prev = await self._append(keys=keys, args=args)
+            return Appended(_s(sid), bool(int(dup)), _s(prev))
+
+        return await self._retry(call)
+
+    async def read_after(self, room: str, after: str, count: int) -> list[Envelope]:
+        """Up to ``count`` entries with ids strictly greater than ``after``."""
+        key = self._keys.log(room)
+        start = "-" if parse_id(after) == ZERO else f"({format_id(parse_id(after))}"
+
+        async def call() -> list[Envelope]:
+            rows = await self._redis.xrange(key, min=start, max="+", count=count)
+            return [_entry(room, sid, fields) for sid, fields in rows]
+
+        return await self._retry(call)
+
+    async def last_id(self, room: str) -> str:
+        """Id of the newest retained entry, ``0-0`` for an empty room."""
+        key = self._keys.log(room)
+
+        async def call() -> str:
+            rows = await self._redis.xrevrange(key, max="+", min="-", count=1)
+            return _s(rows[0][0]) if rows else "0-0"
+
+        return await self._retry(call)
+
+    async def bounds(self, room: str) -> Bounds:
+        key = self._keys.log(room)
+
+        async def call() -> Bounds:
+            try:
+                info = await self._redis.xinfo_stream(key)
+            except rex.ResponseError as exc:
+                if "no such key" in str(exc).lower():
+                    return Bounds("0-0", "0-0", 0)
+                raise
+            return Bounds(
+                last_id=_s(info["last-generated-id"]),
+                max_deleted_id=_s(info.get("max-deleted-entry-id", b"0-0")),
+                length=int(info["length"]),
+            )
+
+        return await self._retry(call)
+
+    async def ack(self, room: str, user: str, sid: str) -> str:
+        """Move the user's cursor forward to ``sid``; return the stored cursor."""
+        key = self._keys.cursor(room)
+        sid = format_id(parse_id(sid))
+
+        async def call() -> str:
+            return _s(await self._ack(keys=[key], args=[user, sid]))
+
+        return await self._retry(call)
+
+    async def cursor(self, room: str, user: str) -> str | None:
+        key = self._keys.cursor(room)
+
+        async def call() -> str | None:
+            v = await self._redis.hget(key, user)
+            return _s(v) if v is not None else None
+
+        return await self._retry(call)
+
+
+def _s(v: bytes | str) -> str:
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def _entry(room: str, sid: bytes | str, fields: dict[bytes, bytes]) -> Envelope:
+    return Envelope(
+        room=room,
+        id=_s(sid),
+        prev="",
+        sender=_s(fields.get(b"u", b"")),
+        body=_s(fields.get(b"b", b"null")),
+    )

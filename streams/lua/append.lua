@@ -1,0 +1,42 @@
+-- Append one message to a room, atomically.
+--
+-- KEYS[1] room stream            KEYS[2] idempotency key for client_id
+-- ARGV[1] MAXLEN (approximate)   ARGV[2] sender
+-- ARGV[3] body (JSON text)       ARGV[4] client_id ('' = none)
+-- ARGV[5] idempotency TTL (s)    ARGV[6] Pub/Sub channel ('' = do not notify)
+--
+-- Returns {id, duplicate (0/1), prev}. `prev` is the id of the entry stored
+-- just before this one ('0-0' for the first), so that every receiver of the
+-- notification can tell whether it missed something.
+--
+-- Redis 7 has no idempotent XADD, so the script records the client_id itself,
+-- in the same atomic step as the append: a publish whose reply was lost and
+-- that is retried finds the record and stores nothing new.
+local cid = ARGV[4]
+if cid ~= '' then
+  local seen = redis.call('GET', KEYS[2])
+  if seen then
+    return {seen, 1, ''}
+  end
+end
+
+local prev = '0-0'
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #last > 0 then
+  prev = last[1][1]
+end
+
+local id
+if cid ~= '' then
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+                  'u', ARGV[2], 'b', ARGV[3], 'c', cid)
+  redis.call('SET', KEYS[2], id, 'EX', ARGV[5])
+else
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+                  'u', ARGV[2], 'b', ARGV[3])
+end
+
+if ARGV[6] ~= '' then
+  redis.call('PUBLISH', ARGV[6], id .. '\n' .. prev .. '\n' .. ARGV[2] .. '\n' .. ARGV[3])
+end
+return {id, 0, prev}

@@ -1,0 +1,86 @@
+"""Stream ids and the live envelope.
+
+Redis stream ids are ``<ms>-<seq>`` strings. They must be compared as pairs of
+integers, never as strings (``"9-0" > "10-0"`` as text). Everything in the
+service that orders, deduplicates or bounds messages goes through this module.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_ID_RE = re.compile(r"^(\d{1,20})(?:-(\d{1,20}))?$")
+_MAX_U64 = 2**64 - 1
+
+StreamId = tuple[int, int]
+ZERO: StreamId = (0, 0)
+
+
+def parse_id(text: str) -> StreamId:
+    """Parse ``ms-seq`` (or bare ``ms``, meaning ``ms-0``); raise ValueError."""
+    m = _ID_RE.match(text)
+    if not m:
+        raise ValueError(f"not a stream id: {text!r}")
+    ms = int(m.group(1))
+    seq = int(m.group(2) or 0)
+    if ms > _MAX_U64 or seq > _MAX_U64:
+        raise ValueError(f"stream id out of range: {text!r}")
+    return (ms, seq)
+
+
+def is_id(text: object) -> bool:
+    """True when ``text`` is a syntactically valid stream id."""
+    if not isinstance(text, str):
+        return False
+    try:
+        parse_id(text)
+    except ValueError:
+        return False
+    return True
+
+
+def format_id(sid: StreamId) -> str:
+    return f"{sid[0]}-{sid[1]}"
+
+
+def id_ms(text: str) -> int:
+    """The millisecond part of an id: the server time of the append."""
+    return parse_id(text)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One stored entry as it travels on the live path.
+
+    ``prev`` is the id of the entry stored right before this one in the same
+    room (``0-0`` for the first). A receiver that last saw ``prev`` knows it
+    missed nothing; any other value means a gap to fill from the stream.
+    ``body`` is the JSON text of the message body, kept encoded so that an
+    instance can splice it into the outgoing frame without decoding it.
+    """
+
+    room: str
+    id: str
+    prev: str
+    sender: str
+    body: str
+
+    @property
+    def ts(self) -> int:
+        return id_ms(self.id)
+
+    @property
+    def key(self) -> StreamId:
+        return parse_id(self.id)
+
+
+def decode_notification(room: str, payload: bytes) -> Envelope:
+    """Decode a Pub/Sub notification written by the append script.
+
+    The payload is ``id\\nprev\\nsender\\nbody``: the first three fields never
+    contain a newline (ids and user ids are validated), the body may.
+    """
+    text = payload.decode("utf-8")
+    sid, prev, sender, body = text.split("\n", 3)
+    return Envelope(room=room, id=sid, prev=prev, sender=sender, body=body)

@@ -1,0 +1,96 @@
+"""Who is online and who is in which room, surviving instance crashes.
+
+Each entry is a sorted-set member ``user|instance`` scored with its expiry
+time. An instance adds entries when users connect or join, removes them when
+the last local session of that user goes, and re-scores all of its own
+entries on a heartbeat. A crashed instance stops refreshing, so its users
+drop out within ``ttl_s`` without anyone cleaning up after it; readers ignore
+expired scores and prune them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from redis.asyncio import Redis
+
+from .keys import Keys, presence_member, user_of_member
+from .retry import with_retry
+
+
+class Presence:
+    def __init__(self, redis: Redis, keys: Keys, instance: str, ttl_s: float, budget_s: float) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._instance = instance
+        self._ttl = ttl_s
+        self._budget = budget_s
+
+    def _expiry(self) -> float:
+        return time.time() + self._ttl
+
+    async def online(self, user: str) -> None:
+        await self._add(self._keys.presence(), [user])
+
+    async def offline(self, user: str) -> None:
+        await self._remove(self._keys.presence(), user)
+
+    async def joined(self, room: str, user: str) -> None:
+        await self._add(self._keys.members(room), [user])
+
+    async def left(self, room: str, user: str) -> None:
+        await self._remove(self._keys.members(room), user)
+
+    async def refresh(self, users: Iterable[str], rooms: dict[str, Iterable[str]]) -> None:
+        """Re-score every entry this instance owns (the heartbeat)."""
+        expiry = self._expiry()
+        inst = self._instance
+
+        async def call() -> None:
+            pipe = self._redis.pipeline(transaction=False)
+            mapping = {presence_member(u, inst): expiry for u in users}
+            if mapping:
+                pipe.zadd(self._keys.presence(), mapping)
+            for room, members in rooms.items():
+                m = {presence_member(u, inst): expiry for u in members}
+                if m:
+                    pipe.zadd(self._keys.members(room), m)
+            await pipe.execute()
+
+        await with_retry(call, self._budget)
+
+    async def users(self) -> list[str]:
+        return await self._live(self._keys.presence())
+
+    async def members(self, room: str) -> list[str]:
+        return await self._live(self._keys.members(room))
+
+    async def _add(self, key: str, users: list[str]) -> None:
+        expiry = self._expiry()
+        mapping = {presence_member(u, self._instance): expiry for u in users}
+
+        async def call() -> None:
+            await self._redis.zadd(key, mapping)
+
+        await with_retry(call, self._budget)
+
+    async def _remove(self, key: str, user: str) -> None:
+        member = presence_member(user, self._instance)
+
+        async def call() -> None:
+            await self._redis.zrem(key, member)
+
+        await with_retry(call, self._budget)
+
+    async def _live(self, key: str) -> list[str]:
+        now = time.time()
+
+        async def call() -> list[str]:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.zremrangebyscore(key, "-inf", now)
+            pipe.zrangebyscore(key, now, "+inf")
+            _, rows = await pipe.execute()
+            return sorted({user_of_member(m.decode()) for m in rows})
+
+        return await with_retry(call, self._budget)

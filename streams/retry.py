@@ -1,0 +1,79 @@
+"""The one retry layer for Redis calls.
+
+redis-py's own retry is turned off on every client we build (see
+``connection.py``): its silent reconnects hide failures, and a Pub/Sub
+connection that reconnects silently loses the messages published during the
+gap. Here, a call that fails for a reason a failover explains (connection
+refused or reset, timeout, ``READONLY`` from a demoted master, ``LOADING``
+from a restarting one, ``NOREPLICAS`` from a master that lost its replicas)
+is retried with exponential backoff and jitter until a time budget runs out.
+Then the caller gets :class:`StorageUnavailable`, which the service turns
+into an ``unavailable`` answer: never a hang, never a crash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from redis import exceptions as rex
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_delay,
+    wait_random_exponential,
+)
+
+T = TypeVar("T")
+
+_TRANSIENT_PREFIXES = ("READONLY", "LOADING", "NOREPLICAS", "MASTERDOWN", "TRYAGAIN")
+
+
+class StorageUnavailable(Exception):
+    """Redis could not be reached or could not confirm within the budget."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors that a failover or restart explains and that may pass."""
+    if isinstance(exc, (rex.ConnectionError, rex.TimeoutError, rex.BusyLoadingError,
+                        rex.ReadOnlyError, TimeoutError, ConnectionError, OSError)):
+        return True
+    if isinstance(exc, rex.ResponseError):
+        return str(exc).startswith(_TRANSIENT_PREFIXES)
+    return False
+
+
+def _count_retry(observer: Callable[[], None]) -> Callable[[RetryCallState], None]:
+    def before_sleep(_: RetryCallState) -> None:
+        observer()
+
+    return before_sleep
+
+
+async def with_retry(
+    call: Callable[[], Awaitable[T]],
+    budget_s: float,
+    on_retry: Callable[[], None] = lambda: None,
+) -> T:
+    """Run ``call`` until it succeeds, fails permanently, or ``budget_s`` passes.
+
+    ``call`` must be safe to repeat: every write the service makes is either
+    idempotent by itself or guarded by a client_id record.
+    """
+    retrying = AsyncRetrying(
+        stop=stop_after_delay(budget_s),
+        wait=wait_random_exponential(multiplier=0.05, max=1.0),
+        retry=retry_if_exception(is_transient),
+        before_sleep=_count_retry(on_retry),
+        reraise=True,
+    )
+    try:
+        async for attempt in retrying:
+            with attempt:
+                return await call()
+    except Exception as exc:
+        if is_transient(exc):
+            raise StorageUnavailable(str(exc) or type(exc).__name__) from exc
+        raise
+    raise AssertionError("unreachable")  # pragma: no cover
