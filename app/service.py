@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from streams.bus import Bus
 from streams.connection import RedisConnector
 from streams.keys import Keys
-from streams.log import Appended, RoomLog
+from streams.log import Appended, ReplicaAcks, RoomLog
 from streams.model import Envelope, parse_id
 from streams.presence import Presence
 from streams.retry import StorageUnavailable
@@ -50,9 +50,13 @@ class Service:
         self.keys = Keys(settings.key_prefix)
         self.redis = RedisConnector(settings.redis)
         budget = settings.retry_budget_s
+        acks = (
+            ReplicaAcks(settings.min_replicas, settings.replica_ack_timeout_ms)
+            if settings.durability == "replica" else None
+        )
         self.log = RoomLog(
             self.redis.client, self.keys, settings.room_history_maxlen, budget,
-            on_retry=self.metrics.retry,
+            replica_acks=acks, on_retry=self.metrics.retry,
         )
         self.hub = Hub(self.log, subscribe_timeout_s=budget, on_gap_filled=self.metrics.gap_filled)
         self.bus = Bus(

@@ -8,12 +8,20 @@ Contract:
   first id.
 - ``read_after`` returns entries strictly after an id, in id order.
 - ``bounds`` tells what a reader who last saw an id has lost to trimming.
+
+Replica durability (``replica_acks`` set): an append is confirmed only when
+``WAIT`` says enough replicas have it. WAIT cannot run inside a script, so
+the order is append (no notification), WAIT on the same connection, then
+``confirm``: move the room's watermark forward and notify. Entries past the
+watermark may still vanish in a failover, so every read stops at it: no
+client is ever handed an entry that a failover can erase.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+import uuid
 from importlib import resources
 
 from redis.asyncio import Redis
@@ -21,9 +29,13 @@ from redis import exceptions as rex
 
 from .keys import Keys
 from .model import ZERO, Envelope, format_id, parse_id
-from .retry import with_retry
+from .retry import StorageUnavailable, with_retry
 
 IDEMPOTENCY_TTL_S = 24 * 3600
+# Appends without a client_id get an internal one, so that the retry of an
+# append whose reply was lost cannot store it twice; it only needs to outlive
+# the retry budget.
+INTERNAL_ID_TTL_S = 120
 
 
 def _script(name: str) -> str:
@@ -63,6 +75,16 @@ class Bounds:
         return parse_id(self.max_deleted_id) <= s
 
 
+class NotConfirmed(StorageUnavailable):
+    """WAIT fell short: the entry is stored but may not survive a failover."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaAcks:
+    replicas: int
+    timeout_ms: int
+
+
 class RoomLog:
     def __init__(
         self,
@@ -70,30 +92,49 @@ class RoomLog:
         keys: Keys,
         maxlen: int,
         retry_budget_s: float,
+        replica_acks: ReplicaAcks | None = None,
         on_retry: Callable[[], None] = lambda: None,
     ) -> None:
         self._redis = redis
         self._keys = keys
         self._maxlen = maxlen
         self._budget = retry_budget_s
+        self._acks = replica_acks
         self._on_retry = on_retry
         self._append = redis.register_script(_script("append.lua"))
+        self._confirm = redis.register_script(_script("confirm.lua"))
+        self._read = redis.register_script(_script("read.lua"))
         self._ack = redis.register_script(_script("ack.lua"))
 
     async def _retry(self, call):  # type: ignore[no-untyped-def]
         return await with_retry(call, self._budget, self._on_retry)
 
     async def append(
-        self, room: str, sender: str, body_json: str, client_id: str | None, notify: bool = True
+        self, room: str, sender: str, body_json: str, client_id: str | None
     ) -> Appended:
+        """Store a message; raise NotConfirmed when replicas did not ack it."""
         k = self._keys
-        cid = client_id or ""
+        if client_id:
+            cid, ttl = "c:" + client_id, IDEMPOTENCY_TTL_S
+        else:
+            cid, ttl = "i:" + uuid.uuid4().hex, INTERNAL_ID_TTL_S
         keys = [k.log(room), k.idem(room, cid)]
-        args = [self._maxlen, sender, body_json, cid, IDEMPOTENCY_TTL_S,
-                k.channel(room) if notify else ""]
+        acks = self._acks
+        channel = k.channel(room) if acks is None else ""
+        args = [self._maxlen, sender, body_json, cid, ttl, channel]
 
         async def call() -> Appended:
-            sid, dup, prev = await self._append(keys=keys, args=args)
+            if acks is None:
+                sid, dup, prev = await self._append(keys=keys, args=args)
+                return Appended(_s(sid), bool(int(dup)), _s(prev))
+            pipe = self._redis.pipeline(transaction=False)
+            await self._append(keys=keys, args=args, client=pipe)
+            pipe.execute_command("WAIT", acks.replicas, acks.timeout_ms)
+            (sid, dup, prev), acked = await pipe.execute()
+            if int(acked) < acks.replicas:
+                raise NotConfirmed(f"{acked} of {acks.replicas} replicas acknowledged")
+            await self._confirm(keys=[k.log(room), k.confirmed(room)],
+                                args=[_s(sid), k.channel(room)])
             return Appended(_s(sid), bool(int(dup)), _s(prev))
 
         return await self._retry(call)
@@ -104,16 +145,22 @@ class RoomLog:
         start = "-" if parse_id(after) == ZERO else f"({format_id(parse_id(after))}"
 
         async def call() -> list[Envelope]:
-            rows = await self._redis.xrange(key, min=start, max="+", count=count)
-            return [_entry(room, sid, fields) for sid, fields in rows]
+            if self._acks is None:
+                rows = await self._redis.xrange(key, min=start, max="+", count=count)
+                return [_entry(room, sid, fields) for sid, fields in rows]
+            raw = await self._read(keys=[key, self._keys.confirmed(room)], args=[start, count])
+            return [_entry(room, sid, _pairs(flat)) for sid, flat in raw]
 
         return await self._retry(call)
 
     async def last_id(self, room: str) -> str:
-        """Id of the newest retained entry, ``0-0`` for an empty room."""
+        """Id of the newest readable entry, ``0-0`` for an empty room."""
         key = self._keys.log(room)
 
         async def call() -> str:
+            if self._acks is not None:
+                v = await self._redis.get(self._keys.confirmed(room))
+                return _s(v) if v is not None else "0-0"
             rows = await self._redis.xrevrange(key, max="+", min="-", count=1)
             return _s(rows[0][0]) if rows else "0-0"
 
@@ -159,6 +206,10 @@ class RoomLog:
 
 def _s(v: bytes | str) -> str:
     return v.decode() if isinstance(v, bytes) else v
+
+
+def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
+    return dict(zip(flat[::2], flat[1::2]))
 
 
 def _entry(room: str, sid: bytes | str, fields: dict[bytes, bytes]) -> Envelope:

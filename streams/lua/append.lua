@@ -16,6 +16,9 @@ local cid = ARGV[4]
 if cid ~= '' then
   local seen = redis.call('GET', KEYS[2])
   if seen then
+    -- Rewrite the record: a write of this connection that replicates after
+    -- the original entry, so a WAIT that follows covers the original too.
+    redis.call('SET', KEYS[2], seen, 'KEEPTTL')
     return {seen, 1, ''}
   end
 end

@@ -1,0 +1,35 @@
+-- Mark an entry as confirmed by replicas, then announce it (replica mode).
+--
+-- KEYS[1] room stream   KEYS[2] confirmed watermark
+-- ARGV[1] entry id      ARGV[2] Pub/Sub channel
+--
+-- Replication is in order, so once an entry is confirmed everything before
+-- it is too: the watermark only moves forward, and readers never read past
+-- it. The notification is built from the stored entry (so a retried publish
+-- that only learned the id can announce it) and carries the id before it.
+local function newer(a, b)
+  local ams, aseq = string.match(a, '^(%d+)-(%d+)$')
+  local bms, bseq = string.match(b, '^(%d+)-(%d+)$')
+  ams, aseq, bms, bseq = tonumber(ams), tonumber(aseq), tonumber(bms), tonumber(bseq)
+  return ams > bms or (ams == bms and aseq > bseq)
+end
+
+local current = redis.call('GET', KEYS[2])
+if current and not newer(ARGV[1], current) then
+  return 0
+end
+redis.call('SET', KEYS[2], ARGV[1])
+
+local rows = redis.call('XREVRANGE', KEYS[1], ARGV[1], '-', 'COUNT', 2)
+if #rows == 0 or rows[1][1] ~= ARGV[1] then
+  return 1  -- trimmed already: the watermark is enough
+end
+local prev = '0-0'
+if #rows > 1 then prev = rows[2][1] end
+local fields = rows[1][2]
+local u, b = '', 'null'
+for i = 1, #fields, 2 do
+  if fields[i] == 'u' then u = fields[i + 1] elseif fields[i] == 'b' then b = fields[i + 1] end
+end
+redis.call('PUBLISH', ARGV[2], ARGV[1] .. '\n' .. prev .. '\n' .. u .. '\n' .. b)
+return 1
