@@ -60,6 +60,9 @@ class Metrics:
         self._unavailable = Counter(
             "streamgate_unavailable_total", "Publishes answered `unavailable`",
             i, registry=r).labels(instance)
+        self._canary_missed = Counter(
+            "streamgate_pubsub_canary_missed_total", "Pub/Sub self-checks that did not come back",
+            i, registry=r).labels(instance)
         self.slow_closes = Counter(
             "streamgate_slow_consumer_closes_total", "Connections closed with 4408",
             i, registry=r).labels(instance)
@@ -103,6 +106,9 @@ class Metrics:
 
     def failover(self) -> None:
         self._failovers.inc()
+
+    def canary_missed(self) -> None:
+        self._canary_missed.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

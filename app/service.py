@@ -19,7 +19,7 @@ from streams.keys import Keys
 from streams.log import Appended, ReplicaAcks, RoomLog
 from streams.model import Envelope, parse_id
 from streams.presence import Presence
-from streams.retry import StorageUnavailable
+from streams.retry import RetryPolicy, StorageUnavailable
 
 from .auth import Authenticator, Principal
 from .config import Settings
@@ -49,24 +49,25 @@ class Service:
         self.auth = Authenticator(settings)
         self.keys = Keys(settings.key_prefix)
         self.redis = RedisConnector(settings.redis)
+        self.redis.on_failover = self.metrics.failover
         budget = settings.retry_budget_s
+        policy = RetryPolicy(budget, on_retry=self.metrics.retry, recover=self.redis.recover)
         acks = (
             ReplicaAcks(settings.min_replicas, settings.replica_ack_timeout_ms)
             if settings.durability == "replica" else None
         )
         self.log = RoomLog(
-            self.redis.client, self.keys, settings.room_history_maxlen, budget,
-            replica_acks=acks, on_retry=self.metrics.retry,
+            self.redis.client, self.keys, settings.room_history_maxlen, policy, replica_acks=acks
         )
         self.hub = Hub(self.log, subscribe_timeout_s=budget, on_gap_filled=self.metrics.gap_filled)
         self.bus = Bus(
             self.redis.pubsub_connection, self.keys, self.instance,
             on_entry=self.hub.on_entry, on_resync=self.hub.on_resync,
-            observer=self.metrics,
+            announce=self.redis.client.publish, observer=self.metrics,
         )
         self.hub.bind(self.bus)
         self.presence = Presence(self.redis.client, self.keys, self.instance,
-                                 settings.presence_ttl_s, budget)
+                                 settings.presence_ttl_s, policy)
         self.users: Counter[str] = Counter()
         self.connections = 0
         self.conns: set[object] = set()  # live connections, for drain and metrics
@@ -85,7 +86,7 @@ class Service:
         await self.redis.close()
 
     async def ready(self) -> bool:
-        if self.draining or not self.bus.connected:
+        if self.draining or not self.bus.healthy:
             return False
         try:
             async with asyncio.timeout(1.0):

@@ -13,8 +13,13 @@ Contract:
   ``on_entry``.
 - ``on_entry`` and ``on_resync`` are called from the read loop and must not
   block: they only hand work to queues or tasks.
-- A connection that stops answering is found by a PING every few seconds and
-  a read timeout, and replaced.
+- A connection that stops answering is found by a PING every second and a
+  read timeout, and replaced. A connection that answers but has gone deaf
+  (subscribed on a server that no longer gets the publishes, such as a
+  resumed old master) is found by a canary: every few seconds the instance
+  publishes a nonce on its own channel through the command connection and
+  expects it back here; when it does not come back in time the connection
+  is replaced and every room caught up, and the bus reports unhealthy.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+import uuid
+from collections.abc import Awaitable, Callable
 
 from redis.asyncio.connection import AbstractConnection
 
@@ -65,8 +71,10 @@ class Bus:
         instance: str,
         on_entry: Callable[[Envelope], None],
         on_resync: Callable[[str], None],
+        announce: Callable[[str, str], Awaitable[object]],
         observer: Observer | None = None,
-        ping_interval_s: float = 3.0,
+        ping_interval_s: float = 1.0,
+        canary_interval_s: float = 2.0,
     ) -> None:
         self._connect = connect
         self._keys = keys
@@ -80,12 +88,17 @@ class Bus:
         self._link: _Link | None = None
         self._up = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._canary_waiters: list[asyncio.Future[None]] = []
+        self._announce = announce
+        self._canary_interval = canary_interval_s
+        self._canary_waiters: dict[str, asyncio.Future[None]] = {}
+        self._canary_ok = False
+        self._canaries: set[asyncio.Task[None]] = set()
         self.reconnects = 0
 
     @property
-    def connected(self) -> bool:
-        return self._link is not None and self._canary in self._link.active
+    def healthy(self) -> bool:
+        """Subscribed, and the last canary came back in time."""
+        return self._link is not None and self._canary in self._link.active and self._canary_ok
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="pubsub-bus")
@@ -140,24 +153,6 @@ class Bus:
         except Exception:  # the run loop notices the broken link
             return
 
-    async def check(self, timeout_s: float) -> bool:
-        """Round-trip a canary through Pub/Sub: is the live path really alive?"""
-        link = self._link
-        if link is None:
-            return False
-        fut = asyncio.get_running_loop().create_future()
-        self._canary_waiters.append(fut)
-        try:
-            async with asyncio.timeout(timeout_s):
-                await link.send("PING", "canary")
-                await fut
-            return True
-        except Exception:
-            return False
-        finally:
-            if fut in self._canary_waiters:
-                self._canary_waiters.remove(fut)
-
     async def _run(self) -> None:
         backoff = 0.05
         while True:
@@ -170,7 +165,7 @@ class Bus:
                 channels = [self._canary, *sorted(self._wanted)]
                 await link.send("SUBSCRIBE", *channels)
                 self._link = link
-                pinger = asyncio.create_task(self._ping(link))
+                pinger = asyncio.create_task(self._watch(link))
                 backoff = 0.05
                 await self._read(link)
             except asyncio.CancelledError:
@@ -179,6 +174,7 @@ class Bus:
                 log.warning("pubsub connection lost: %s", exc or type(exc).__name__)
             finally:
                 self._up.clear()
+                self._canary_ok = False
                 self._link = None
                 if pinger is not None:
                     pinger.cancel()
@@ -193,10 +189,36 @@ class Bus:
             await asyncio.sleep(backoff * (0.5 + random.random()))
             backoff = min(backoff * 2, 1.0)
 
-    async def _ping(self, link: _Link) -> None:
+    async def _watch(self, link: _Link) -> None:
+        """PING every second; send a canary every few seconds."""
+        loop = asyncio.get_running_loop()
+        next_canary = loop.time()
         while True:
-            await asyncio.sleep(self._ping_interval)
             await link.send("PING")
+            if loop.time() >= next_canary and self._canary in link.active:
+                next_canary = loop.time() + self._canary_interval
+                task = asyncio.create_task(self._send_canary(link))
+                self._canaries.add(task)
+                task.add_done_callback(self._canaries.discard)
+            await asyncio.sleep(self._ping_interval)
+
+    async def _send_canary(self, link: _Link) -> None:
+        nonce = uuid.uuid4().hex
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._canary_waiters[nonce] = fut
+        try:
+            async with asyncio.timeout(self._canary_interval):
+                await self._announce(self._canary, nonce)
+                await fut
+            self._canary_ok = True
+        except Exception:
+            if self._link is link:
+                log.warning("pubsub canary did not come back: rebuilding the subscription")
+                self._canary_ok = False
+                self._observer.canary_missed()
+                await link.conn.disconnect()
+        finally:
+            self._canary_waiters.pop(nonce, None)
 
     async def _read(self, link: _Link) -> None:
         read_timeout = self._ping_interval * 3
@@ -211,14 +233,15 @@ class Bus:
                 self._confirmed(link, reply[1].decode(), subscribed=True)
             elif kind == b"unsubscribe":
                 self._confirmed(link, reply[1].decode(), subscribed=False)
-            elif kind == b"pong":
-                if reply[1] == b"canary":
-                    for f in self._canary_waiters:
-                        if not f.done():
-                            f.set_result(None)
 
     def _deliver(self, channel: bytes, payload: bytes) -> None:
-        room = self._keys.room_of_channel(channel.decode())
+        name = channel.decode()
+        if name == self._canary:
+            fut = self._canary_waiters.get(payload.decode())
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+            return
+        room = self._keys.room_of_channel(name)
         if room is None:
             return
         try:

@@ -9,7 +9,8 @@ the sentinels for the current master each time it connects).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection
@@ -26,10 +27,10 @@ class RedisSettings:
     sentinel_password: str | None = None
     username: str | None = None
     password: str | None = None
-    socket_timeout_s: float = 5.0
+    # Short enough that a frozen master costs one attempt, not the budget.
+    socket_timeout_s: float = 2.0
     connect_timeout_s: float = 2.0
     ssl_ca_file: str | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 def _no_retry() -> Retry:
@@ -81,16 +82,22 @@ class RedisConnector:
                 url_kw["ssl_ca_certs"] = settings.ssl_ca_file
             self.pool = ConnectionPool.from_url(settings.url, **url_kw)
         self.client = Redis(connection_pool=self.pool)
+        self._master: tuple[str, int] | None = None
+        self.on_failover: Callable[[], None] = lambda: None
 
     def pubsub_connection(self) -> AbstractConnection:
         """A new connection with the pool's settings, owned by the caller."""
         return self.pool.make_connection()
 
-    async def master_address(self) -> tuple[str, int] | None:
-        """Where the master is now (Sentinel mode), for logs and metrics."""
-        if self._sentinel is None:
-            return None
-        return await self._sentinel.discover_master(self.settings.master_name)
+    async def recover(self) -> None:
+        """Between retries: forget idle connections, so that the next attempt
+        connects afresh (and, with Sentinel, to wherever the master is now)."""
+        await self.pool.disconnect(inuse_connections=False)
+        if self._sentinel is not None:
+            address = await self._sentinel.discover_master(self.settings.master_name)
+            if self._master is not None and address != self._master:
+                self.on_failover()
+            self._master = address
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -19,7 +19,6 @@ client is ever handed an entry that a failover can erase.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 import uuid
 from importlib import resources
@@ -29,7 +28,7 @@ from redis import exceptions as rex
 
 from .keys import Keys
 from .model import ZERO, Envelope, format_id, parse_id
-from .retry import StorageUnavailable, with_retry
+from .retry import RetryPolicy, StorageUnavailable
 
 IDEMPOTENCY_TTL_S = 24 * 3600
 # Appends without a client_id get an internal one, so that the retry of an
@@ -91,23 +90,21 @@ class RoomLog:
         redis: Redis,
         keys: Keys,
         maxlen: int,
-        retry_budget_s: float,
+        policy: RetryPolicy,
         replica_acks: ReplicaAcks | None = None,
-        on_retry: Callable[[], None] = lambda: None,
     ) -> None:
         self._redis = redis
         self._keys = keys
         self._maxlen = maxlen
-        self._budget = retry_budget_s
+        self._policy = policy
         self._acks = replica_acks
-        self._on_retry = on_retry
         self._append = redis.register_script(_script("append.lua"))
         self._confirm = redis.register_script(_script("confirm.lua"))
         self._read = redis.register_script(_script("read.lua"))
         self._ack = redis.register_script(_script("ack.lua"))
 
     async def _retry(self, call):  # type: ignore[no-untyped-def]
-        return await with_retry(call, self._budget, self._on_retry)
+        return await self._policy.run(call)
 
     async def append(
         self, room: str, sender: str, body_json: str, client_id: str | None

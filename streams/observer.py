@@ -22,6 +22,9 @@ class Observer(Protocol):
     def failover(self) -> None:
         """The Redis master changed address."""
 
+    def canary_missed(self) -> None:
+        """A Pub/Sub self-check did not come back: the listener was deaf."""
+
 
 class NullObserver:
     def retry(self) -> None:
@@ -34,4 +37,7 @@ class NullObserver:
         pass
 
     def failover(self) -> None:
+        pass
+
+    def canary_missed(self) -> None:
         pass

@@ -16,16 +16,16 @@ from collections.abc import Iterable
 from redis.asyncio import Redis
 
 from .keys import Keys, presence_member, user_of_member
-from .retry import with_retry
+from .retry import RetryPolicy
 
 
 class Presence:
-    def __init__(self, redis: Redis, keys: Keys, instance: str, ttl_s: float, budget_s: float) -> None:
+    def __init__(self, redis: Redis, keys: Keys, instance: str, ttl_s: float, policy: RetryPolicy) -> None:
         self._redis = redis
         self._keys = keys
         self._instance = instance
         self._ttl = ttl_s
-        self._budget = budget_s
+        self._policy = policy
 
     def _expiry(self) -> float:
         return time.time() + self._ttl
@@ -58,7 +58,7 @@ class Presence:
                     pipe.zadd(self._keys.members(room), m)
             await pipe.execute()
 
-        await with_retry(call, self._budget)
+        await self._policy.run(call)
 
     async def users(self) -> list[str]:
         return await self._live(self._keys.presence())
@@ -73,7 +73,7 @@ class Presence:
         async def call() -> None:
             await self._redis.zadd(key, mapping)
 
-        await with_retry(call, self._budget)
+        await self._policy.run(call)
 
     async def _remove(self, key: str, user: str) -> None:
         member = presence_member(user, self._instance)
@@ -81,7 +81,7 @@ class Presence:
         async def call() -> None:
             await self._redis.zrem(key, member)
 
-        await with_retry(call, self._budget)
+        await self._policy.run(call)
 
     async def _live(self, key: str) -> list[str]:
         now = time.time()
@@ -93,4 +93,4 @@ class Presence:
             _, rows = await pipe.execute()
             return sorted({user_of_member(m.decode()) for m in rows})
 
-        return await with_retry(call, self._budget)
+        return await self._policy.run(call)

@@ -14,6 +14,7 @@ into an ``unavailable`` answer: never a hang, never a crash.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 from redis import exceptions as rex
@@ -44,36 +45,50 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
-def _count_retry(observer: Callable[[], None]) -> Callable[[RetryCallState], None]:
-    def before_sleep(_: RetryCallState) -> None:
-        observer()
-
-    return before_sleep
+async def _nothing() -> None:
+    return None
 
 
-async def with_retry(
-    call: Callable[[], Awaitable[T]],
-    budget_s: float,
-    on_retry: Callable[[], None] = lambda: None,
-) -> T:
-    """Run ``call`` until it succeeds, fails permanently, or ``budget_s`` passes.
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long to keep trying, and what to do between attempts.
 
-    ``call`` must be safe to repeat: every write the service makes is either
-    idempotent by itself or guarded by a client_id record.
+    ``recover`` runs before each new attempt: in Sentinel mode it drops idle
+    pooled connections, so the next attempt asks the sentinels where the
+    master is instead of reusing a socket to a dead or frozen one.
     """
-    retrying = AsyncRetrying(
-        stop=stop_after_delay(budget_s),
-        wait=wait_random_exponential(multiplier=0.05, max=1.0),
-        retry=retry_if_exception(is_transient),
-        before_sleep=_count_retry(on_retry),
-        reraise=True,
-    )
-    try:
-        async for attempt in retrying:
-            with attempt:
-                return await call()
-    except Exception as exc:
-        if is_transient(exc):
-            raise StorageUnavailable(str(exc) or type(exc).__name__) from exc
-        raise
-    raise AssertionError("unreachable")  # pragma: no cover
+
+    budget_s: float
+    on_retry: Callable[[], None] = lambda: None
+    recover: Callable[[], Awaitable[None]] = _nothing
+
+    async def run(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Run ``call`` until it succeeds, fails for good, or the budget is spent.
+
+        ``call`` must be safe to repeat: every write the service makes is
+        either idempotent by itself or guarded by a client_id record.
+        """
+
+        async def before_sleep(_: RetryCallState) -> None:
+            self.on_retry()
+            try:
+                await self.recover()
+            except Exception:
+                pass
+
+        retrying = AsyncRetrying(
+            stop=stop_after_delay(self.budget_s),
+            wait=wait_random_exponential(multiplier=0.05, max=1.0),
+            retry=retry_if_exception(is_transient),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await call()
+        except Exception as exc:
+            if is_transient(exc):
+                raise StorageUnavailable(str(exc) or type(exc).__name__) from exc
+            raise
+        raise AssertionError("unreachable")  # pragma: no cover
