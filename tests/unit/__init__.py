@@ -1,0 +1,1 @@
+"""Fast tests of the pure modules: no Redis, no sockets, no server."""

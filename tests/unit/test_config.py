@@ -1,0 +1,206 @@
+"""Settings from the environment (and ./.env)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.config import ConfigError, load_settings
+
+SECRET = "unit-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
+
+# ``str.isdigit`` is true for superscripts such as "²" that ``int`` rejects, so
+# the check before ``int(port)`` lets a plain ValueError through.
+SENTINEL_DIGITS = "app/config.py _sentinels: port.isdigit() accepts '²'; int() then raises ValueError, not ConfigError"
+
+
+@pytest.fixture(autouse=True)
+def in_empty_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)  # no stray .env from the checkout
+    return tmp_path
+
+
+def test_defaults_in_none_mode() -> None:
+    s = load_settings({"AUTH_MODE": "none"})
+    assert s.auth_mode == "none"
+    assert s.jwt_secret is None and s.jwt_public_key is None
+    assert s.allowed_origins == ("*",) and s.any_origin
+    assert s.redis.url == "redis://localhost:6379/0"
+    assert s.redis.sentinels == ()
+    assert s.redis.master_name == "mymaster"
+    assert s.redis.password is None and s.redis.username is None
+    assert s.durability == "leader"
+    assert (s.min_replicas, s.replica_ack_timeout_ms) == (1, 500)
+    assert s.room_history_maxlen == 10000
+    assert s.presence_ttl_s == 30
+    assert s.max_connections == 10000
+    assert s.max_frame_bytes == 65536
+    assert (s.publish_rate, s.publish_burst) == (50, 100)
+    assert s.key_prefix == "sg"
+    assert s.instance_id  # host name + pid
+    assert (s.host, s.port) == ("127.0.0.1", 8000)
+
+
+def test_defaults_in_jwt_mode() -> None:
+    s = load_settings({"JWT_SECRET": SECRET})
+    assert s.auth_mode == "jwt"
+    assert s.jwt_secret == SECRET
+    assert s.allowed_origins == ()  # Origin-less clients only
+    assert not s.any_origin
+
+
+def test_public_key_alone_is_enough_for_jwt_mode() -> None:
+    s = load_settings({"JWT_PUBLIC_KEY": "-----BEGIN PUBLIC KEY-----\nx\n-----END PUBLIC KEY-----"})
+    assert s.jwt_secret is None and s.jwt_public_key
+
+
+@pytest.mark.parametrize("env", [{}, {"AUTH_MODE": "jwt"}, {"AUTH_MODE": "JWT", "JWT_SECRET": ""}])
+def test_jwt_mode_without_key_refuses_to_start(env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError):
+        load_settings(env)
+
+
+def test_explicit_values() -> None:
+    s = load_settings(
+        {
+            "AUTH_MODE": "None",
+            "REDIS_URL": "rediss://u:p@redis.example:6380/2",
+            "INSTANCE_ID": "i-7",
+            "ALLOWED_ORIGINS": " https://a.example , https://b.example,, ",
+            "DURABILITY": "REPLICA",
+            "MIN_REPLICAS": "2",
+            "REPLICA_ACK_TIMEOUT_MS": "250",
+            "ROOM_HISTORY_MAXLEN": "1",
+            "PRESENCE_TTL": "2.5",
+            "MAX_CONNECTIONS": "3",
+            "MAX_FRAME_BYTES": "1024",
+            "PUBLISH_RATE": "0.5",
+            "PUBLISH_BURST": "1",
+            "KEY_PREFIX": "sgtest",
+            "OUTBOUND_QUEUE": "8",
+            "HOST": "0.0.0.0",
+            "PORT": "9000",
+        }
+    )
+    assert s.auth_mode == "none"
+    assert s.redis.url == "rediss://u:p@redis.example:6380/2"
+    assert s.instance_id == "i-7"
+    assert s.allowed_origins == ("https://a.example", "https://b.example")
+    assert not s.any_origin
+    assert s.durability == "replica"
+    assert (s.min_replicas, s.replica_ack_timeout_ms, s.room_history_maxlen) == (2, 250, 1)
+    assert s.presence_ttl_s == 2.5
+    assert (s.max_connections, s.max_frame_bytes) == (3, 1024)
+    assert (s.publish_rate, s.publish_burst) == (0.5, 1)
+    assert (s.key_prefix, s.outbound_queue) == ("sgtest", 8)
+    assert (s.host, s.port) == ("0.0.0.0", 9000)
+
+
+def test_empty_values_fall_back_to_defaults() -> None:
+    s = load_settings({"AUTH_MODE": "", "JWT_SECRET": SECRET, "MAX_CONNECTIONS": "", "DURABILITY": ""})
+    assert s.auth_mode == "jwt"
+    assert s.max_connections == 10000
+    assert s.durability == "leader"
+
+
+def test_settings_are_frozen() -> None:
+    s = load_settings({"AUTH_MODE": "none"})
+    with pytest.raises(AttributeError):
+        s.port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MIN_REPLICAS", "one"),
+        ("REPLICA_ACK_TIMEOUT_MS", "0.5"),
+        ("ROOM_HISTORY_MAXLEN", "1e4"),
+        ("PRESENCE_TTL", "30s"),
+        ("MAX_CONNECTIONS", "10k"),
+        ("MAX_FRAME_BYTES", "64KiB"),
+        ("PUBLISH_RATE", "fast"),
+        ("PUBLISH_BURST", "1.5"),
+        ("OUTBOUND_QUEUE", "x"),
+        ("SLOW_CONSUMER_TIMEOUT", "soon"),
+        ("RETRY_BUDGET", "-"),
+        ("HEARTBEAT_INTERVAL", "20 s"),
+        ("DRAIN_TIMEOUT", "8,5"),
+        ("PORT", "http"),
+    ],
+)
+def test_bad_numbers(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        load_settings({"AUTH_MODE": "none", name: value})
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"AUTH_MODE": "oauth"},
+        {"AUTH_MODE": "none", "DURABILITY": "quorum"},
+        {"AUTH_MODE": "none", "ROOM_HISTORY_MAXLEN": "0"},
+        {"AUTH_MODE": "none", "OUTBOUND_QUEUE": "7"},
+    ],
+)
+def test_impossible_settings(env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError):
+        load_settings(env)
+
+
+@pytest.mark.parametrize(
+    ("text", "sentinels"),
+    [
+        ("", ()),
+        ("s1:26379", (("s1", 26379),)),
+        ("s1:26379,s2:26380,s3:26381", (("s1", 26379), ("s2", 26380), ("s3", 26381))),
+        (" s1:26379 , s2:26380 ,", (("s1", 26379), ("s2", 26380))),
+        ("10.0.0.1:1,127.0.0.1:65535", (("10.0.0.1", 1), ("127.0.0.1", 65535))),
+        ("::1:26379", (("::1", 26379),)),  # the last colon splits
+    ],
+)
+def test_sentinels(text: str, sentinels: tuple[tuple[str, int], ...]) -> None:
+    s = load_settings({"AUTH_MODE": "none", "REDIS_SENTINELS": text, "REDIS_SENTINEL_MASTER": "main"})
+    assert s.redis.sentinels == sentinels
+    assert s.redis.master_name == "main"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "s1",
+        "s1:",
+        ":26379",
+        "s1:port",
+        "s1:-1",
+        "s1:26379,s2",
+        pytest.param("s1:\u00b2", marks=pytest.mark.xfail(strict=True, reason=SENTINEL_DIGITS)),
+    ],
+)
+def test_bad_sentinels(text: str) -> None:
+    with pytest.raises(ConfigError, match="REDIS_SENTINELS"):
+        load_settings({"AUTH_MODE": "none", "REDIS_SENTINELS": text})
+
+
+def test_dotenv_adds_to_environ_and_loses_to_it(in_empty_dir: Path) -> None:
+    (in_empty_dir / ".env").write_text(
+        "# a comment\n"
+        "\n"
+        "AUTH_MODE=none\n"
+        "KEY_PREFIX = fromfile\n"
+        "INSTANCE_ID='quoted'\n"
+        'HOST="10.1.2.3"\n'
+        "PORT=1234\n"
+        "not a setting\n"
+    )
+    s = load_settings({"PORT": "4321"})
+    assert s.auth_mode == "none"
+    assert s.key_prefix == "fromfile"
+    assert s.instance_id == "quoted"
+    assert s.host == "10.1.2.3"
+    assert s.port == 4321  # the environment wins
+
+
+def test_explicit_environ_ignores_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEY_PREFIX", "from-process")
+    assert load_settings({"AUTH_MODE": "none"}).key_prefix == "sg"

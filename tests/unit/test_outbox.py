@@ -1,0 +1,200 @@
+"""The per-socket bounded queue and its writer, with an in-memory send."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from app.outbox import Outbox, TooSlow
+
+STALL = 0.05  # stall timeout for the writer; nothing real is awaited here
+WAIT = 2.0  # upper bound for something that should happen at once
+
+
+class Socket:
+    """A fake socket: records frames; ``gate`` cleared means the peer stopped reading."""
+
+    def __init__(self) -> None:
+        self.frames: list[str] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def send(self, frame: str) -> None:
+        await self.gate.wait()
+        self.frames.append(frame)
+
+
+@contextlib.asynccontextmanager
+async def writing(outbox: Outbox) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(outbox.run())
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, TooSlow):
+            await task
+
+
+async def until(cond: Callable[[], bool]) -> None:
+    async with asyncio.timeout(WAIT):
+        while not cond():
+            await asyncio.sleep(0)
+
+
+async def idle(turns: int = 20) -> None:
+    for _ in range(turns):
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("limit", [1, 8, 100])
+async def test_offer_until_full(limit: int) -> None:
+    box = Outbox(Socket().send, limit=limit, stall_timeout_s=STALL)
+    assert all(box.offer(f"m{i}") for i in range(limit))
+    assert len(box) == limit
+    assert not box.offer("overflow")
+    assert not box.offer("overflow")
+    assert len(box) == limit
+
+
+@pytest.mark.parametrize(("limit", "slack"), [(8, 0), (8, 3), (1, 256)])
+async def test_push_allows_slack_beyond_the_limit(limit: int, slack: int) -> None:
+    box = Outbox(Socket().send, limit=limit, stall_timeout_s=STALL, control_slack=slack)
+    for i in range(limit):
+        assert box.offer(f"m{i}")
+    assert not box.offer("message")
+    for i in range(slack):
+        assert box.push(f"c{i}")
+    assert len(box) == limit + slack
+    assert not box.push("one too many")
+    assert len(box) == limit + slack
+
+
+async def test_push_fills_an_empty_queue_up_to_limit_plus_slack() -> None:
+    box = Outbox(Socket().send, limit=4, stall_timeout_s=STALL, control_slack=2)
+    assert all(box.push(f"c{i}") for i in range(6))
+    assert not box.push("c6")
+    assert not box.offer("m")
+
+
+async def test_writer_sends_in_order_and_waits_when_empty() -> None:
+    sock = Socket()
+    box = Outbox(sock.send, limit=8, stall_timeout_s=STALL)
+    box.offer("a")
+    box.push("b")
+    box.offer("c")
+    async with writing(box) as task:
+        await until(lambda: len(sock.frames) == 3)
+        await idle()
+        assert not task.done()  # an empty queue is not an error
+        box.offer("d")
+        await box.put("e")
+        await until(lambda: len(sock.frames) == 5)
+    assert sock.frames == ["a", "b", "c", "d", "e"]
+    assert box.sent == 5
+    assert len(box) == 0
+
+
+async def test_offer_works_again_after_the_writer_drains() -> None:
+    sock = Socket()
+    box = Outbox(sock.send, limit=4, stall_timeout_s=STALL)
+    for i in range(4):
+        box.offer(f"m{i}")
+    assert not box.offer("dropped")
+    async with writing(box):
+        await until(lambda: len(box) == 0)
+        assert box.offer("m4")
+        await until(lambda: len(sock.frames) == 5)
+    assert sock.frames == ["m0", "m1", "m2", "m3", "m4"]
+
+
+async def test_put_waits_for_space_and_resumes_when_the_writer_drains() -> None:
+    sock = Socket()
+    box = Outbox(sock.send, limit=8, stall_timeout_s=WAIT)
+    for i in range(8):
+        await box.put(f"m{i}")  # room left: returns at once
+    putter = asyncio.create_task(box.put("late"))
+    await idle()
+    assert not putter.done()
+    assert len(box) == 8
+
+    sock.gate.clear()  # the writer takes one frame and blocks on it
+    async with writing(box):
+        await idle()
+        assert not putter.done()
+        sock.gate.set()
+        async with asyncio.timeout(WAIT):
+            await putter
+        await until(lambda: len(sock.frames) == 9)
+    assert sock.frames == [f"m{i}" for i in range(8)] + ["late"]
+
+
+async def test_put_waits_again_until_drained_to_half() -> None:
+    sock = Socket()
+    box = Outbox(sock.send, limit=8, stall_timeout_s=WAIT)
+    for i in range(8):
+        box.offer(f"m{i}")
+    putter = asyncio.create_task(box.put("late"))
+    sent_when_released: list[int] = []
+    putter.add_done_callback(lambda _: sent_when_released.append(len(sock.frames)))
+    async with writing(box):
+        async with asyncio.timeout(WAIT):
+            await putter
+        await until(lambda: len(sock.frames) == 9)
+    # released once the queue was down to the low-water mark (half the limit)
+    assert sent_when_released and sent_when_released[0] >= 4
+
+
+@pytest.mark.parametrize("waiters", [1, 3])
+async def test_several_putters_all_resume(waiters: int) -> None:
+    sock = Socket()
+    box = Outbox(sock.send, limit=4, stall_timeout_s=WAIT)
+    for i in range(4):
+        box.offer(f"m{i}")
+    putters = [asyncio.create_task(box.put(f"p{i}")) for i in range(waiters)]
+    await idle()
+    assert not any(t.done() for t in putters)
+    async with writing(box):
+        async with asyncio.timeout(WAIT):
+            await asyncio.gather(*putters)
+        await until(lambda: len(sock.frames) == 4 + waiters)
+    assert sorted(sock.frames[4:]) == [f"p{i}" for i in range(waiters)]
+
+
+async def test_run_raises_too_slow_when_send_stalls() -> None:
+    sock = Socket()
+    sock.gate.clear()  # the peer never reads
+    box = Outbox(sock.send, limit=8, stall_timeout_s=STALL)
+    box.offer("m0")
+    async with asyncio.timeout(WAIT):
+        with pytest.raises(TooSlow):
+            await box.run()
+    assert box.sent == 0
+    assert sock.frames == []
+
+
+async def test_slow_but_moving_send_is_not_too_slow() -> None:
+    async def send(frame: str) -> None:
+        await asyncio.sleep(STALL / 10)
+        sent.append(frame)
+
+    sent: list[str] = []
+    box = Outbox(send, limit=8, stall_timeout_s=STALL)
+    for i in range(5):  # together longer than the stall timeout, each one quicker
+        box.offer(f"m{i}")
+    async with writing(box) as task:
+        await until(lambda: len(sent) == 5)
+        assert not task.done()
+
+
+async def test_send_errors_propagate() -> None:
+    async def send(frame: str) -> None:
+        raise ConnectionResetError("peer went away")
+
+    box = Outbox(send, limit=8, stall_timeout_s=STALL)
+    box.offer("m0")
+    async with asyncio.timeout(WAIT):
+        with pytest.raises(ConnectionResetError):
+            await box.run()
