@@ -69,7 +69,7 @@ def _sentinels(text: str) -> tuple[tuple[str, int], ...]:
         if not part:
             continue
         host, _, port = part.rpartition(":")
-        if not host or not port.isdigit():
+        if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
             raise ConfigError(f"REDIS_SENTINELS: expected host:port, got {part!r}")
         out.append((host, int(port)))
     return tuple(out)

@@ -12,7 +12,7 @@ from streams.model import is_id
 from streams.retry import StorageUnavailable
 
 from .auth import Principal, Unauthorized, bearer
-from .protocol import valid_room
+from .protocol import decode_json, encode_body, valid_room
 from .service import Forbidden, Service
 from .static import INDEX
 
@@ -113,8 +113,8 @@ async def publish(request: Request, room: str) -> Any:
     who = _who(request)
     _room(room)
     try:
-        payload = orjson.loads(await request.body())
-    except orjson.JSONDecodeError:
+        payload = decode_json(await request.body())
+    except (ValueError, RecursionError):
         raise HTTPError(400, "bad_frame", "invalid JSON") from None
     if not isinstance(payload, dict) or "body" not in payload:
         raise HTTPError(400, "bad_frame", "expected {\"body\": ..., \"client_id\": ...}")
@@ -123,7 +123,7 @@ async def publish(request: Request, room: str) -> Any:
                             or not cid.isascii() or not cid.isprintable() or " " in cid):
         raise HTTPError(400, "bad_frame", "'client_id' must be 1-128 printable ASCII characters")
     try:
-        res = await _svc(request).publish(who, room, orjson.dumps(payload["body"]).decode(), cid)
+        res = await _svc(request).publish(who, room, encode_body(payload["body"]), cid)
     except Forbidden:
         raise HTTPError(403, "forbidden", "not allowed to publish here") from None
     except StorageUnavailable:

@@ -8,6 +8,7 @@ connection stays open either way.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -18,9 +19,9 @@ from streams.model import Envelope, is_id
 
 PROTOCOL_VERSION = 1
 
-USER_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-ROOM_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
-CLIENT_ID_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
+USER_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+ROOM_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+CLIENT_ID_RE = re.compile(r"[\x21-\x7e]{1,128}")
 ALL_ROOM = "@all"
 
 # Close codes.
@@ -41,7 +42,7 @@ class FrameError(Exception):
 
 
 def valid_user(user: object) -> bool:
-    return isinstance(user, str) and USER_RE.match(user) is not None and user != "all"
+    return isinstance(user, str) and USER_RE.fullmatch(user) is not None and user != "all"
 
 
 def valid_room(room: object) -> bool:
@@ -50,7 +51,7 @@ def valid_room(room: object) -> bool:
         return False
     if room.startswith("@"):
         return room == ALL_ROOM or valid_user(room[1:])
-    return ROOM_RE.match(room) is not None
+    return ROOM_RE.fullmatch(room) is not None
 
 
 def inbox(user: str) -> str:
@@ -104,7 +105,7 @@ def _client_id(frame: dict[str, Any]) -> str | None:
     cid = frame.get("client_id")
     if cid is None:
         return None
-    if not isinstance(cid, str) or not CLIENT_ID_RE.match(cid):
+    if not isinstance(cid, str) or not CLIENT_ID_RE.fullmatch(cid):
         raise FrameError("bad_frame", "'client_id' must be 1-128 printable ASCII characters")
     return cid
 
@@ -112,14 +113,33 @@ def _client_id(frame: dict[str, Any]) -> str | None:
 def _body(frame: dict[str, Any], ref: str | None) -> str:
     if "body" not in frame:
         raise FrameError("bad_frame", "missing field 'body'", ref=ref)
-    return orjson.dumps(frame["body"]).decode()
+    return encode_body(frame["body"])
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def decode_json(raw: str | bytes) -> Any:
+    """Strict JSON in: integers of any size kept exactly, no NaN/Infinity.
+
+    The standard library parser is used on the way in (orjson would turn
+    integers beyond 64 bits into floats and change a client's body); frames
+    going out are built with orjson.
+    """
+    return json.loads(raw, parse_constant=_no_constants)
+
+
+def encode_body(body: Any) -> str:
+    """Compact JSON text of a message body, as stored and as sent."""
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
 
 def parse_frame(raw: str | bytes) -> ClientFrame:
     """Parse one client frame; raise FrameError with the code to answer."""
     try:
-        frame = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        frame = decode_json(raw)
+    except (ValueError, RecursionError):
         raise FrameError("bad_frame", "invalid JSON") from None
     if not isinstance(frame, dict):
         raise FrameError("bad_frame", "a frame must be a JSON object")

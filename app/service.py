@@ -39,6 +39,7 @@ class JoinPoint:
 
     since: tuple[int, int] | None
     recovered: bool
+    floor: tuple[int, int] = (0, 0)  # the trim mark at the time of the join
 
 
 class Service:
@@ -125,7 +126,7 @@ class Service:
             # failover, or made up. Never replay from a point the stream
             # never had; start live and say the client missed some.
             return JoinPoint(None, False)
-        return JoinPoint(start, bounds.recovered(since))
+        return JoinPoint(start, bounds.recovered(since), parse_id(bounds.trim_mark))
 
     async def history(self, room: str, after: str, limit: int) -> list[Envelope]:
         return await self.log.read_after(room, after, limit)

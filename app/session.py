@@ -25,7 +25,7 @@ import logging
 from dataclasses import dataclass, field
 
 from streams.log import RoomLog
-from streams.model import ZERO, Envelope, StreamId, format_id
+from streams.model import ZERO, Envelope, StreamId, format_id, parse_id
 from streams.retry import StorageUnavailable
 
 from .auth import Principal
@@ -49,6 +49,7 @@ class Feed:
     live: bool = False
     joining: bool = False  # a join's replay: send `joined` when it goes live
     recovered: bool = True
+    floor: StreamId = ZERO  # trim mark already reported to the client (recovered:false)
     replayed: int = 0
     lagging: bool = field(default=False)  # queued for catch-up
 
@@ -78,10 +79,14 @@ class Session:
 
     # -- join / leave ----------------------------------------------------------
 
-    async def join_from(self, room: str, since: StreamId | None, recovered: bool) -> None:
-        """Join ``room``, replaying entries after ``since`` (None: only new ones)."""
+    async def join_from(self, room: str, since: StreamId | None, recovered: bool,
+                        floor: StreamId = ZERO) -> None:
+        """Join ``room``, replaying entries after ``since`` (None: only new ones).
+
+        ``floor``: the trim mark the client was already told about.
+        """
         old = self.feeds.pop(room, None)
-        feed = Feed(room=room, last=since or ZERO, recovered=recovered)
+        feed = Feed(room=room, last=since or ZERO, recovered=recovered, floor=floor)
         self.feeds[room] = feed
         if old is None:
             try:
@@ -131,18 +136,17 @@ class Session:
 
     async def _catch_up(self, feed: Feed) -> None:
         room = feed.room
-        checked_trim = feed.joining
         delay = 0.05
         while self.feeds.get(room) is feed:
             if feed.last >= self._hub.head(room):
                 self._go_live(feed)
                 return
             try:
-                if not checked_trim:
-                    bounds = await self._log.bounds(room)
-                    if not bounds.recovered(format_id(feed.last)):
-                        raise FellBehind(room)
-                    checked_trim = True
+                # Entries trimmed after what this socket was sent would be a
+                # silent gap: close instead, and the client resumes knowing.
+                trimmed = parse_id((await self._log.bounds(room)).trim_mark)
+                if trimmed > max(feed.last, feed.floor):
+                    raise FellBehind(room)
                 page = await self._log.read_after(room, format_id(feed.last), CATCH_UP_PAGE)
             except StorageUnavailable:
                 await asyncio.sleep(delay)

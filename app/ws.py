@@ -18,6 +18,7 @@ from streams.retry import StorageUnavailable
 
 from . import protocol as p
 from .auth import Principal, Unauthorized
+from .limits import TokenBucket
 from .outbox import Outbox, TooSlow
 from .service import Forbidden, Service
 from .session import FellBehind, Session
@@ -64,6 +65,7 @@ class Connection:
         s = svc.settings
         self.outbox = Outbox(ws.send_text, s.outbound_queue, s.slow_consumer_timeout_s)
         self.session = Session(who, self.outbox, svc.hub, svc.log)
+        self.bucket = TokenBucket(s.publish_rate, s.publish_burst)
 
     async def run(self) -> None:
         svc = self.svc
@@ -124,6 +126,13 @@ class Connection:
             if msg["type"] == "websocket.disconnect":
                 return
             text = msg.get("text")
+            size = len(text) if text is not None else len(msg.get("bytes") or b"")
+            if size > self.svc.settings.max_frame_bytes or (
+                text is not None and len(text.encode()) > self.svc.settings.max_frame_bytes
+            ):
+                self.svc.metrics.received("too_large")
+                self.error("too_large", f"frames are limited to {self.svc.settings.max_frame_bytes} bytes", None)
+                continue
             if text is None:
                 self.svc.metrics.received("binary")
                 self.error("bad_frame", "binary frames are not accepted; send JSON text", None)
@@ -142,6 +151,11 @@ class Connection:
         if isinstance(frame, p.Ping):
             self.reply(p.PONG_FRAME, "pong")
         elif isinstance(frame, p.Publish):
+            if not self.bucket.take():
+                svc.metrics.rate_limited.inc()
+                self.error("rate_limited", "publishing too fast; slow down and retry",
+                           frame.client_id or frame.room)
+                return
             try:
                 res = await svc.publish(who, frame.room, frame.body, frame.client_id)
             except Forbidden:
@@ -175,7 +189,7 @@ class Connection:
             return
         try:
             point = await svc.join_point(who, frame.room, frame.since)
-            await self.session.join_from(frame.room, point.since, point.recovered)
+            await self.session.join_from(frame.room, point.since, point.recovered, point.floor)
         except StorageUnavailable:
             self.error("unavailable", "storage unavailable; join again", frame.room)
             return

@@ -52,26 +52,30 @@ class Appended:
 class Bounds:
     """What the stream knows about its own history.
 
-    ``last_id``: the last id ever generated (not only the last retained);
-    ``max_deleted_id``: the largest id trimmed away (``0-0`` if none).
+    ``last_id``: the last id ever generated (not only the last retained).
+    ``trim_mark``: the first retained id when older entries were trimmed
+    away, else ``0-0``. Redis does not record the largest trimmed id (its
+    ``max-deleted-entry-id`` only follows XDEL), so a reader who last saw an
+    id below the first retained one is counted as having missed something:
+    when in doubt, say so rather than claim a gap-free resume.
     """
 
     last_id: str
-    max_deleted_id: str
+    trim_mark: str
     length: int
 
     def recovered(self, since: str) -> bool:
         """Can a reader who last saw ``since`` get everything after it?
 
-        No when an entry after ``since`` was trimmed, and no when ``since`` is
-        beyond the last id the stream ever generated: such an id was erased by
-        a failover or made up, and replaying from it could skip entries the
-        new master appended with a clock that runs behind.
+        No when entries after ``since`` may have been trimmed, and no when
+        ``since`` is beyond the last id the stream ever generated: such an id
+        was erased by a failover or made up, and replaying from it could
+        skip entries the new master appended with a clock that runs behind.
         """
         s = parse_id(since)
         if s > parse_id(self.last_id):
             return False
-        return parse_id(self.max_deleted_id) <= s
+        return parse_id(self.trim_mark) <= s
 
 
 class NotConfirmed(StorageUnavailable):
@@ -173,11 +177,17 @@ class RoomLog:
                 if "no such key" in str(exc).lower():
                     return Bounds("0-0", "0-0", 0)
                 raise
-            return Bounds(
-                last_id=_s(info["last-generated-id"]),
-                max_deleted_id=_s(info.get("max-deleted-entry-id", b"0-0")),
-                length=int(info["length"]),
-            )
+            length = int(info["length"])
+            last = _s(info["last-generated-id"])
+            first = info.get("first-entry")
+            trimmed = int(info.get("entries-added", length)) > length
+            if not trimmed:
+                mark = "0-0"
+            elif first:
+                mark = _s(first[0])
+            else:  # everything trimmed: only ids at the end are safe
+                mark = last
+            return Bounds(last_id=last, trim_mark=mark, length=length)
 
         return await self._retry(call)
 

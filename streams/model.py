@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_ID_RE = re.compile(r"^(\d{1,20})(?:-(\d{1,20}))?$")
+_ID_RE = re.compile(r"([0-9]{1,20})(?:-([0-9]{1,20}))?")
 _MAX_U64 = 2**64 - 1
 
 StreamId = tuple[int, int]
@@ -19,7 +19,7 @@ ZERO: StreamId = (0, 0)
 
 def parse_id(text: str) -> StreamId:
     """Parse ``ms-seq`` (or bare ``ms``, meaning ``ms-0``); raise ValueError."""
-    m = _ID_RE.match(text)
+    m = _ID_RE.fullmatch(text)
     if not m:
         raise ValueError(f"not a stream id: {text!r}")
     ms = int(m.group(1))
