@@ -1,0 +1,163 @@
+"""One server instance as a real uvicorn subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import urlencode
+
+import httpx
+
+from .ports import free_port
+from .processes import alive, kill, tail, terminate
+from .timeouts import scaled
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# Instances that are running right now, and every instance ever started in this
+# session; conftest prints the logs of the ones involved when a test fails.
+RUNNING: dict[int, Instance] = {}
+STARTED: list[Instance] = []
+
+
+class InstanceStartError(RuntimeError):
+    pass
+
+
+class Instance:
+    """`python -m uvicorn app.main:app` on a free loopback port.
+
+    `env` is added to a copy of the test process environment. The instance
+    runs in its own temp dir (so no stray `.env` is picked up) and logs to
+    `log_path`. `start()` returns once `/healthz` and `/readyz` answer 200.
+    """
+
+    def __init__(
+        self, name: str, env: Mapping[str, str], workdir: Path | None = None, app: str = "app.main:app"
+    ) -> None:
+        self.name = name
+        self.app = app
+        self.env = dict(env)
+        self.env.setdefault("INSTANCE_ID", name)
+        self.dir = Path(workdir or tempfile.mkdtemp(prefix=f"sg-{name}-"))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.dir / f"{name}.log"
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.exit_code: int | None = None
+
+    # -- addresses ---------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ws_url(self, user: str | None = None, token: str | None = None, **params: str) -> str:
+        query: dict[str, str] = dict(params)
+        if user is not None:
+            query["user"] = user
+        if token is not None:
+            query["token"] = token
+        suffix = f"?{urlencode(query)}" if query else ""
+        return f"ws://127.0.0.1:{self.port}/ws{suffix}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "instance not started"
+        return self.proc.pid
+
+    @property
+    def instance_id(self) -> str:
+        return self.env["INSTANCE_ID"]
+
+    # -- life cycle --------------------------------------------------------
+
+    def start(self, timeout: float = 20.0) -> Instance:
+        self.port = free_port()
+        env = dict(os.environ)
+        env.update(self.env)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        args = [
+            sys.executable, "-m", "uvicorn", self.app,
+            "--host", "127.0.0.1",
+            "--port", str(self.port),
+            "--no-access-log",
+        ]
+        log = self.log_path.open("ab")
+        try:
+            self.proc = subprocess.Popen(
+                args, cwd=self.dir, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            )
+        finally:
+            log.close()
+        RUNNING[self.proc.pid] = self
+        STARTED.append(self)
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self.kill()
+            raise
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + scaled(timeout)
+        pending = ["/healthz", "/readyz"]
+        with httpx.Client(base_url=self.url, timeout=scaled(2)) as http:
+            while pending:
+                if self.proc.poll() is not None:
+                    raise InstanceStartError(
+                        f"instance {self.name} exited with {self.proc.returncode} during start-up\n"
+                        f"--- log tail ---\n{self.log_tail()}"
+                    )
+                try:
+                    if http.get(pending[0]).status_code == 200:
+                        pending.pop(0)
+                        continue
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() >= deadline:
+                    raise InstanceStartError(
+                        f"instance {self.name} not ready ({pending[0]}) after {scaled(timeout):.0f}s\n"
+                        f"--- log tail ---\n{self.log_tail()}"
+                    )
+                time.sleep(0.05)
+
+    def is_running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None and alive(self.proc.pid)
+
+    def stop(self, grace: float = 15.0) -> int | None:
+        """SIGTERM, then SIGKILL after `grace` seconds. Returns the exit code."""
+        if self.proc is None:
+            return None
+        self.exit_code = terminate(self.proc, grace)
+        RUNNING.pop(self.proc.pid, None)
+        return self.exit_code
+
+    def kill(self) -> int | None:
+        """SIGKILL: the instance disappears without any clean-up."""
+        if self.proc is None:
+            return None
+        self.exit_code = kill(self.proc)
+        RUNNING.pop(self.proc.pid, None)
+        return self.exit_code
+
+    def log_tail(self, lines: int = 60) -> str:
+        return tail(self.log_path, lines)
+
+    # -- HTTP --------------------------------------------------------------
+
+    def http(self, **kwargs: object) -> httpx.AsyncClient:
+        """An async HTTP client bound to this instance (use with `async with`)."""
+        options: dict[str, object] = {"base_url": self.url, "timeout": scaled(10)}
+        options.update(kwargs)
+        return httpx.AsyncClient(**options)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return f"Instance({self.name!r}, port={self.port}, pid={self.proc.pid if self.proc else None})"
