@@ -1,4 +1,9 @@
-"""``python -m app``: serve one instance on HOST:PORT."""
+"""``python -m app``: serve one instance on HOST:PORT.
+
+The server pings every socket every ``HEARTBEAT_INTERVAL`` seconds and drops
+one that does not answer within the same time (with plain ``uvicorn``, pass
+``--ws-ping-interval`` and ``--ws-ping-timeout``).
+"""
 
 import uvicorn
 
@@ -7,7 +12,14 @@ from .config import load_settings
 
 def main() -> None:
     s = load_settings()
-    uvicorn.run("app.main:app", host=s.host, port=s.port, log_level="info")
+    uvicorn.run(
+        "app.main:app",
+        host=s.host,
+        port=s.port,
+        ws_ping_interval=s.heartbeat_interval_s,
+        ws_ping_timeout=s.heartbeat_interval_s,
+        log_config=None,
+    )
 
 
 if __name__ == "__main__":

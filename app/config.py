@@ -46,6 +46,8 @@ class Settings:
     presence_ttl_s: float
     max_connections: int
     max_frame_bytes: int
+    max_body_bytes: int
+    max_joins: int
     publish_rate: float
     publish_burst: int
     key_prefix: str
@@ -54,6 +56,8 @@ class Settings:
     retry_budget_s: float
     heartbeat_interval_s: float
     drain_timeout_s: float
+    drain_grace_s: float
+    log_format: str
     host: str
     port: int
 
@@ -126,6 +130,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         presence_ttl_s=num("PRESENCE_TTL", 30, float),
         max_connections=num("MAX_CONNECTIONS", 10000),
         max_frame_bytes=num("MAX_FRAME_BYTES", 65536),
+        max_body_bytes=num("MAX_BODY_BYTES", 32768),
+        max_joins=num("MAX_JOINS", 100),
         publish_rate=num("PUBLISH_RATE", 50, float),
         publish_burst=num("PUBLISH_BURST", 100),
         key_prefix=get("KEY_PREFIX", "sg"),
@@ -134,6 +140,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         retry_budget_s=num("RETRY_BUDGET", 10, float),
         heartbeat_interval_s=num("HEARTBEAT_INTERVAL", 20, float),
         drain_timeout_s=num("DRAIN_TIMEOUT", 8, float),
+        drain_grace_s=num("DRAIN_GRACE", 1, float),
+        log_format=get("LOG_FORMAT", "json").lower(),
         host=get("HOST", "127.0.0.1"),
         port=num("PORT", 8000),
     )

@@ -63,11 +63,13 @@ class Hub:
         log_: RoomLog,
         subscribe_timeout_s: float,
         on_gap_filled: Callable[[int], None] = lambda n: None,
+        on_handover: Callable[[Envelope, int], None] = lambda env, n: None,
     ) -> None:
         self._log = log_
         self._bus: Bus | None = None
         self._timeout = subscribe_timeout_s
         self._on_gap_filled = on_gap_filled
+        self._on_handover = on_handover
         self._rooms: dict[str, _Room] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -99,6 +101,9 @@ class Hub:
             del self._rooms[room]
             if self._bus is not None:
                 self._spawn(self._bus.unsubscribe(room))
+
+    def __len__(self) -> int:
+        return len(self._rooms)
 
     def head(self, room: str) -> StreamId:
         r = self._rooms.get(room)
@@ -155,9 +160,11 @@ class Hub:
 
     def _hand_over(self, r: _Room, env: Envelope, key: StreamId) -> None:
         frame = message_frame(env)
-        for m in tuple(r.members):
+        members = tuple(r.members)
+        for m in members:
             m.deliver(env, key, frame)
         r.head = key
+        self._on_handover(env, len(members))
 
     # -- repair from the stream ---------------------------------------------
 

@@ -6,7 +6,6 @@ effects beyond reading the configuration.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,6 +13,8 @@ from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 
 from .config import Settings, load_settings
+from .drain import Drainer
+from .logs import configure as configure_logs
 from .http import HTTPError, error_response
 from .http import router as http_router
 from .service import Service
@@ -26,9 +27,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logs(settings.instance_id, settings.log_format)
         service = Service(settings)
         app.state.service = service
         await service.start()
+        Drainer(service, settings.drain_grace_s, settings.drain_timeout_s).install()
         try:
             yield
         finally:
@@ -48,5 +51,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 app = create_app()

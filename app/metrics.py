@@ -7,6 +7,9 @@ seconds but chosen around milliseconds, where this service lives.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 MS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -27,6 +30,7 @@ class Metrics:
         self._sent = Counter(
             "websocket_messages_sent_total", "Frames sent to clients, by type",
             ["instance", "type"], registry=r)
+        self._messages_sent = self._sent.labels(instance, "message")
         self._received = Counter(
             "websocket_messages_received_total", "Frames received from clients, by type",
             ["instance", "type"], registry=r)
@@ -78,6 +82,21 @@ class Metrics:
         self.queue_depth = Gauge(
             "streamgate_outbound_queue_depth", "Frames waiting in outbound queues, summed",
             i, registry=r).labels(instance)
+
+    def watch(self, queued: Callable[[], float], rooms: Callable[[], float]) -> None:
+        """Gauges read at scrape time instead of being kept up to date."""
+        self.queue_depth.set_function(queued)
+        self.local_rooms.set_function(rooms)
+
+    def handed_over(self, append_ms: int, sockets: int) -> None:
+        """One fan-out: ``sockets`` message frames queued, one latency sample."""
+        if sockets:
+            self._messages_sent.inc(sockets)
+        self.delivery_latency.observe(max(0.0, time.time() - append_ms / 1000))
+
+    def replay_done(self, messages: int, seconds: float) -> None:
+        self.replayed.inc(messages)
+        self.replay_duration.observe(seconds)
 
     def sent(self, kind: str) -> None:
         self._sent.labels(self._instance, kind).inc()

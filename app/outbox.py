@@ -40,8 +40,9 @@ class Outbox:
         self._ready = asyncio.Event()
         self._space = asyncio.Event()
         self._space.set()
+        self._drained = asyncio.Event()
+        self._writing = False
         self.sent = 0
-        self.closed = False
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -71,21 +72,38 @@ class Outbox:
         self._queue.append(frame)
         self._ready.set()
 
+    async def flushed(self, timeout_s: float) -> bool:
+        """Wait until everything queued was written (or the timeout)."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while self._queue or self._writing:
+                    self._drained.clear()
+                    await self._drained.wait()
+            return True
+        except TimeoutError:
+            return False
+
     async def run(self) -> None:
         """Drain the queue into the socket until cancelled or too slow."""
         queue = self._queue
         while True:
             if not queue:
+                self._drained.set()
                 self._ready.clear()
                 await self._ready.wait()
                 continue
             frame = queue.popleft()
+            self._writing = True
             try:
                 async with asyncio.timeout(self._stall_timeout):
                     await self._send(frame)
             except TimeoutError:
-                raise TooSlow(f"no progress writing for {self._stall_timeout:.0f} s") from None
+                raise TooSlow(f"no progress writing for {self._stall_timeout:g} s") from None
+            finally:
+                self._writing = False
             self.sent += 1
+            if not queue:
+                self._drained.set()
             if len(queue) <= self._low_water:
                 self._space.set()
 

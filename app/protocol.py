@@ -110,10 +110,33 @@ def _client_id(frame: dict[str, Any]) -> str | None:
     return cid
 
 
-def _body(frame: dict[str, Any], ref: str | None) -> str:
+MAX_DEPTH = 32
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a JSON value, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict):
+            v = list(v.values())
+        if isinstance(v, list):
+            deepest = max(deepest, d)
+            if d <= MAX_DEPTH:
+                stack.extend((x, d + 1) for x in v)
+    return deepest
+
+
+def _body(frame: dict[str, Any], ref: str | None, max_bytes: int) -> str:
     if "body" not in frame:
         raise FrameError("bad_frame", "missing field 'body'", ref=ref)
-    return encode_body(frame["body"])
+    body = frame["body"]
+    if _depth(body) > MAX_DEPTH:
+        raise FrameError("too_large", f"body nested deeper than {MAX_DEPTH} levels", ref=ref)
+    text = encode_body(body)
+    if len(text.encode()) > max_bytes:
+        raise FrameError("too_large", f"body larger than {max_bytes} bytes", ref=ref)
+    return text
 
 
 def _no_constants(name: str) -> Any:
@@ -135,7 +158,7 @@ def encode_body(body: Any) -> str:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
 
-def parse_frame(raw: str | bytes) -> ClientFrame:
+def parse_frame(raw: str | bytes, max_body_bytes: int = 65536) -> ClientFrame:
     """Parse one client frame; raise FrameError with the code to answer."""
     try:
         frame = decode_json(raw)
@@ -175,7 +198,7 @@ def parse_frame(raw: str | bytes) -> ClientFrame:
             room = inbox(to)
         else:
             room = ALL_ROOM
-        return Publish(room, _body(frame, cid or room), cid)
+        return Publish(room, _body(frame, cid or room, max_body_bytes), cid)
     raise FrameError("unknown_type", f"unknown frame type {kind[:40]!r}")
 
 

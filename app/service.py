@@ -60,7 +60,10 @@ class Service:
         self.log = RoomLog(
             self.redis.client, self.keys, settings.room_history_maxlen, policy, replica_acks=acks
         )
-        self.hub = Hub(self.log, subscribe_timeout_s=budget, on_gap_filled=self.metrics.gap_filled)
+        self.hub = Hub(
+            self.log, subscribe_timeout_s=budget, on_gap_filled=self.metrics.gap_filled,
+            on_handover=lambda env, n: self.metrics.handed_over(env.ts, n),
+        )
         self.bus = Bus(
             self.redis.pubsub_connection, self.keys, self.instance,
             on_entry=self.hub.on_entry, on_resync=self.hub.on_resync,
@@ -74,6 +77,10 @@ class Service:
         self.conns: set[object] = set()  # live connections, for drain and metrics
         self.draining = False
         self._heartbeat: asyncio.Task[None] | None = None
+        self.metrics.watch(
+            queued=lambda: sum(len(c.outbox) for c in self.conns),  # type: ignore[attr-defined]
+            rooms=lambda: len(self.hub),
+        )
 
     async def start(self) -> None:
         self.bus.start()
@@ -138,7 +145,7 @@ class Service:
         self.users[user] += 1
         self.metrics.connections.set(self.connections)
         if self.users[user] == 1:
-            await self._best_effort(self.presence.online(user))
+            await self.best_effort(self.presence.online(user))
 
     async def disconnected(self, user: str, rooms: list[str]) -> None:
         self.connections -= 1
@@ -146,12 +153,12 @@ class Service:
         self.metrics.connections.set(self.connections)
         for room in rooms:
             if not self.hub.has_user(room, user):
-                await self._best_effort(self.presence.left(room, user))
+                await self.best_effort(self.presence.left(room, user))
         if self.users[user] <= 0:
             del self.users[user]
-            await self._best_effort(self.presence.offline(user))
+            await self.best_effort(self.presence.offline(user))
 
-    async def _best_effort(self, coro) -> None:  # type: ignore[no-untyped-def]
+    async def best_effort(self, coro) -> None:  # type: ignore[no-untyped-def]
         """Presence is advisory: the heartbeat repairs a write that failed."""
         try:
             await coro

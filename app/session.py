@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from streams.log import RoomLog
@@ -51,11 +53,19 @@ class Feed:
     recovered: bool = True
     floor: StreamId = ZERO  # trim mark already reported to the client (recovered:false)
     replayed: int = 0
+    started: float = field(default_factory=time.monotonic)
     lagging: bool = field(default=False)  # queued for catch-up
 
 
 class Session:
-    def __init__(self, principal: Principal, outbox: Outbox, hub: Hub, log_: RoomLog) -> None:
+    def __init__(
+        self,
+        principal: Principal,
+        outbox: Outbox,
+        hub: Hub,
+        log_: RoomLog,
+        on_replayed: Callable[[int, float], None] = lambda n, s: None,
+    ) -> None:
         self.principal = principal
         self.user = principal.user
         self.outbox = outbox
@@ -63,7 +73,7 @@ class Session:
         self._log = log_
         self.feeds: dict[str, Feed] = {}
         self._lagging: asyncio.Queue[Feed] = asyncio.Queue()
-        self.replayed_total = 0
+        self._on_replayed = on_replayed
 
     # -- called by the hub: must not block -----------------------------------
 
@@ -166,11 +176,11 @@ class Session:
                 feed.last = env.key
                 if feed.joining:
                     feed.replayed += 1
-                self.replayed_total += 1
 
     def _go_live(self, feed: Feed) -> None:
         feed.live = True
         if feed.joining:
             feed.joining = False
+            self._on_replayed(feed.replayed, time.monotonic() - feed.started)
             if not self.outbox.push(joined_frame(feed.room, feed.replayed, feed.recovered, format_id(feed.last))):
                 raise TooSlow("control frames not read")

@@ -1,8 +1,9 @@
-"""The WebSocket endpoint: authenticate, then read frames and answer them.
+"""The WebSocket endpoint: admit, then read frames and answer them.
 
-Each connection runs three tasks: this reader, the outbox writer, and the
-session's catch-up worker. Whichever ends first ends the connection, and the
-close code says why (4408 too slow, 1012 restarting, ...).
+Each connection runs three tasks: the reader below, the outbox writer and
+the session's catch-up worker. Whichever ends first ends the connection, and
+the close code says why: 4408 too slow, 4401 token expired, 1012 the
+instance is draining, 1011 a bug.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from .session import FellBehind, Session
 log = logging.getLogger("streamgate.ws")
 router = APIRouter()
 
+SUBPROTOCOL = "streamgate.v1"
+TOKEN_SUBPROTOCOL_PREFIX = "bearer."
+
 
 class _Closed(Exception):
     def __init__(self, code: int, reason: str = "") -> None:
@@ -33,27 +37,55 @@ class _Closed(Exception):
         self.reason = reason
 
 
+def _offered(ws: WebSocket) -> list[str]:
+    header = ws.headers.get("sec-websocket-protocol", "")
+    return [s.strip() for s in header.split(",") if s.strip()]
+
+
+def _token(ws: WebSocket, offered: list[str]) -> str | None:
+    """The token from ``Sec-WebSocket-Protocol: streamgate.v1, bearer.<jwt>``
+    (kept out of URLs and proxy logs), else from ``?token=``."""
+    for proto in offered:
+        if proto.startswith(TOKEN_SUBPROTOCOL_PREFIX):
+            return proto[len(TOKEN_SUBPROTOCOL_PREFIX):]
+    return ws.query_params.get("token")
+
+
+def _origin_allowed(svc: Service, origin: str | None) -> bool:
+    """Browsers always send Origin; clients without one are servers or CLIs
+    and are judged by their token alone."""
+    if origin is None or svc.settings.any_origin:
+        return True
+    return origin in svc.settings.allowed_origins
+
+
+async def _refuse(ws: WebSocket, svc: Service, code: int, reason: str, metric: str,
+                  subprotocol: str | None) -> None:
+    svc.metrics.refuse(metric)
+    await ws.accept(subprotocol=subprotocol)
+    await ws.close(code, reason)
+
+
 @router.websocket("/ws")
 async def websocket_endpoint(ws: WebSocket) -> None:
     svc: Service = ws.app.state.service
+    offered = _offered(ws)
+    subprotocol = SUBPROTOCOL if SUBPROTOCOL in offered else None
+    if not _origin_allowed(svc, ws.headers.get("origin")):
+        await _refuse(ws, svc, p.CLOSE_ORIGIN, "origin not allowed", "origin", subprotocol)
+        return
     try:
-        who = svc.auth.authenticate(ws.query_params.get("token"), ws.query_params.get("user"))
+        who = svc.auth.authenticate(_token(ws, offered), ws.query_params.get("user"))
     except Unauthorized as exc:
-        svc.metrics.refuse("unauthorized")
-        await ws.accept()
-        await ws.close(p.CLOSE_UNAUTHORIZED, str(exc))
+        await _refuse(ws, svc, p.CLOSE_UNAUTHORIZED, str(exc), "unauthorized", subprotocol)
         return
     if svc.draining:
-        svc.metrics.refuse("draining")
-        await ws.accept()
-        await ws.close(p.CLOSE_RESTARTING, "instance restarting")
+        await _refuse(ws, svc, p.CLOSE_RESTARTING, "instance restarting", "draining", subprotocol)
         return
     if svc.connections >= svc.settings.max_connections:
-        svc.metrics.refuse("full")
-        await ws.accept()
-        await ws.close(p.CLOSE_FULL, "instance full")
+        await _refuse(ws, svc, p.CLOSE_FULL, "instance full", "full", subprotocol)
         return
-    await ws.accept()
+    await ws.accept(subprotocol=subprotocol)
     await Connection(svc, ws, who).run()
 
 
@@ -64,8 +96,12 @@ class Connection:
         self.who = who
         s = svc.settings
         self.outbox = Outbox(ws.send_text, s.outbound_queue, s.slow_consumer_timeout_s)
-        self.session = Session(who, self.outbox, svc.hub, svc.log)
+        self.session = Session(who, self.outbox, svc.hub, svc.log, svc.metrics.replay_done)
         self.bucket = TokenBucket(s.publish_rate, s.publish_burst)
+        self._closing: _Closed | None = None
+        self._busy = False
+        self._reader: asyncio.Task[None] | None = None
+        self._finished = asyncio.Event()
 
     async def run(self) -> None:
         svc = self.svc
@@ -73,23 +109,21 @@ class Connection:
         await svc.connected(self.who.user)
         svc.conns.add(self)
         self.reply(p.welcome_frame(self.who.user, svc.instance), "welcome")
+        self._reader = asyncio.create_task(self._read(), name="ws-read")
         tasks = [
-            asyncio.create_task(self._read(), name="ws-read"),
+            self._reader,
             asyncio.create_task(self.outbox.run(), name="ws-write"),
             asyncio.create_task(self.session.run_catch_up(), name="ws-catch-up"),
         ]
+        if self.who.expires_at is not None:
+            tasks.append(asyncio.create_task(self._expire(self.who.expires_at), name="ws-expiry"))
         code, reason = 1000, ""
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            exc = next(iter(done)).exception() if done else None
-            if isinstance(exc, (TooSlow, FellBehind)):
-                code, reason = p.CLOSE_TOO_SLOW, "too slow: reconnect and resume with since"
-                svc.metrics.slow_closes.inc()
-            elif isinstance(exc, _Closed):
-                code, reason = exc.code, exc.reason
-            elif exc is not None and not isinstance(exc, WebSocketDisconnect):
-                log.error("connection failed", exc_info=exc)
-                code, reason = 1011, "internal error"
+            code, reason = self._outcome(next(iter(done)))
+            if self._closing is not None:
+                # Draining: let the answers already queued reach the client.
+                await self.outbox.flushed(timeout_s=1.0)
         finally:
             for t in tasks:
                 t.cancel()
@@ -99,6 +133,36 @@ class Connection:
             await svc.disconnected(self.who.user, rooms)
             svc.metrics.connection_duration.observe(time.monotonic() - started)
             await self._close(code, reason)
+            self._finished.set()
+
+    def _outcome(self, task: asyncio.Task[None]) -> tuple[int, str]:
+        if self._closing is not None:
+            return self._closing.code, self._closing.reason
+        if task.cancelled():
+            return 1000, ""
+        exc = task.exception()
+        if isinstance(exc, (TooSlow, FellBehind)):
+            self.svc.metrics.slow_closes.inc()
+            log.info("slow consumer closed", extra={"user": self.who.user, "event": "slow_close"})
+            return p.CLOSE_TOO_SLOW, "too slow: reconnect and resume with since"
+        if isinstance(exc, _Closed):
+            return exc.code, exc.reason
+        if exc is not None and not isinstance(exc, WebSocketDisconnect):
+            log.error("connection failed", exc_info=exc, extra={"user": self.who.user})
+            return 1011, "internal error"
+        return 1000, ""
+
+    async def drain(self, code: int = p.CLOSE_RESTARTING, reason: str = "instance restarting") -> None:
+        """Finish the frame being handled (a publish in flight completes and
+        is answered), then close with ``code``."""
+        self._closing = _Closed(code, reason)
+        if not self._busy and self._reader is not None:
+            self._reader.cancel()
+        await self._finished.wait()
+
+    async def _expire(self, expires_at: float) -> None:
+        await asyncio.sleep(max(0.0, expires_at - time.time()))
+        raise _Closed(p.CLOSE_UNAUTHORIZED, "token expired")
 
     async def _close(self, code: int, reason: str) -> None:
         if self.ws.application_state == WebSocketState.DISCONNECTED:
@@ -121,71 +185,70 @@ class Connection:
 
     async def _read(self) -> None:
         ws = self.ws
-        while True:
+        limit = self.svc.settings.max_frame_bytes
+        metrics = self.svc.metrics
+        while self._closing is None:
             msg = await ws.receive()
             if msg["type"] == "websocket.disconnect":
                 return
             text = msg.get("text")
-            size = len(text) if text is not None else len(msg.get("bytes") or b"")
-            if size > self.svc.settings.max_frame_bytes or (
-                text is not None and len(text.encode()) > self.svc.settings.max_frame_bytes
-            ):
-                self.svc.metrics.received("too_large")
-                self.error("too_large", f"frames are limited to {self.svc.settings.max_frame_bytes} bytes", None)
+            raw = text.encode() if text is not None else (msg.get("bytes") or b"")
+            if len(raw) > limit:
+                metrics.received("too_large")
+                self.error("too_large", f"frames are limited to {limit} bytes", None)
                 continue
             if text is None:
-                self.svc.metrics.received("binary")
+                metrics.received("binary")
                 self.error("bad_frame", "binary frames are not accepted; send JSON text", None)
                 continue
             try:
-                frame = p.parse_frame(text)
+                frame = p.parse_frame(text, self.svc.settings.max_body_bytes)
             except p.FrameError as exc:
-                self.svc.metrics.received("invalid")
+                metrics.received("invalid")
                 self.error(exc.code, exc.reason, exc.ref)
                 continue
-            self.svc.metrics.received(type(frame).__name__.lower())
-            await self._handle(frame)
+            metrics.received(type(frame).__name__.lower())
+            self._busy = True
+            try:
+                await self._handle(frame)
+            finally:
+                self._busy = False
 
     async def _handle(self, frame: p.ClientFrame) -> None:
-        svc, who = self.svc, self.who
         if isinstance(frame, p.Ping):
             self.reply(p.PONG_FRAME, "pong")
         elif isinstance(frame, p.Publish):
-            if not self.bucket.take():
-                svc.metrics.rate_limited.inc()
-                self.error("rate_limited", "publishing too fast; slow down and retry",
-                           frame.client_id or frame.room)
-                return
-            try:
-                res = await svc.publish(who, frame.room, frame.body, frame.client_id)
-            except Forbidden:
-                self.error("forbidden", "not allowed to publish here", frame.client_id or frame.room)
-            except StorageUnavailable:
-                self.error("unavailable", "storage could not confirm; retry with the same client_id",
-                           frame.client_id or frame.room)
-            else:
-                self.reply(p.published_frame(frame.room, res.id, frame.client_id, res.duplicate),
-                           "published")
+            await self._publish(frame)
         elif isinstance(frame, p.Join):
             await self._join(frame)
         elif isinstance(frame, p.Leave):
-            if self.session.leave(frame.room):
-                if not svc.hub.has_user(frame.room, who.user):
-                    await svc._best_effort(svc.presence.left(frame.room, who.user))
-            self.reply(p.left_frame(frame.room), "left")
+            await self._leave(frame)
         elif isinstance(frame, p.Ack):
-            if not who.may_join(frame.room):
-                self.error("forbidden", "not allowed in this room", frame.room)
-                return
-            try:
-                await svc.log.ack(frame.room, who.user, frame.id)
-            except StorageUnavailable:
-                self.error("unavailable", "could not store the ack", frame.room)
+            await self._ack(frame)
+
+    async def _publish(self, frame: p.Publish) -> None:
+        ref = frame.client_id or frame.room
+        if not self.bucket.take():
+            self.svc.metrics.rate_limited.inc()
+            self.error("rate_limited", "publishing too fast; slow down and retry", ref)
+            return
+        try:
+            res = await self.svc.publish(self.who, frame.room, frame.body, frame.client_id)
+        except Forbidden:
+            self.error("forbidden", "not allowed to publish here", ref)
+        except StorageUnavailable:
+            self.error("unavailable", "storage could not confirm; retry with the same client_id", ref)
+        else:
+            self.reply(p.published_frame(frame.room, res.id, frame.client_id, res.duplicate),
+                       "published")
 
     async def _join(self, frame: p.Join) -> None:
         svc, who = self.svc, self.who
         if not who.may_join(frame.room):
             self.error("forbidden", "not allowed in this room", frame.room)
+            return
+        if frame.room not in self.session.feeds and len(self.session.feeds) >= svc.settings.max_joins:
+            self.error("forbidden", f"at most {svc.settings.max_joins} rooms per connection", frame.room)
             return
         try:
             point = await svc.join_point(who, frame.room, frame.since)
@@ -193,4 +256,19 @@ class Connection:
         except StorageUnavailable:
             self.error("unavailable", "storage unavailable; join again", frame.room)
             return
-        await svc._best_effort(svc.presence.joined(frame.room, who.user))
+        await svc.best_effort(svc.presence.joined(frame.room, who.user))
+
+    async def _leave(self, frame: p.Leave) -> None:
+        svc, who = self.svc, self.who
+        if self.session.leave(frame.room) and not svc.hub.has_user(frame.room, who.user):
+            await svc.best_effort(svc.presence.left(frame.room, who.user))
+        self.reply(p.left_frame(frame.room), "left")
+
+    async def _ack(self, frame: p.Ack) -> None:
+        if not self.who.may_join(frame.room):
+            self.error("forbidden", "not allowed in this room", frame.room)
+            return
+        try:
+            await self.svc.log.ack(frame.room, self.who.user, frame.id)
+        except StorageUnavailable:
+            self.error("unavailable", "could not store the ack", frame.room)
