@@ -1,0 +1,1 @@
+"""Failover tests: real Redis masters, replicas and sentinels killed, frozen and cut off."""
