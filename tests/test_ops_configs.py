@@ -1,0 +1,309 @@
+"""The deployment files under ops/ and docker-compose.sentinel.yml are valid.
+
+Each file is checked by the program that will read it (docker-compose,
+nginx -t, redis-server, redis-sentinel, promtool), started on free loopback
+ports in a temporary directory, never against the shared Redis on 6379.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from ops import probes, procs, render
+from ops.procs import Proc
+from tests.support.timeouts import scaled
+
+REPO = procs.REPO_ROOT
+COMPOSE = REPO / "docker-compose.sentinel.yml"
+
+needs_redis = pytest.mark.skipif(
+    not (shutil.which("redis-server") and shutil.which("redis-sentinel")),
+    reason="redis-server / redis-sentinel not installed",
+)
+needs_nginx = pytest.mark.skipif(not shutil.which("nginx"), reason="nginx not installed")
+
+
+@pytest.fixture
+def started() -> Iterator[list[Proc]]:
+    """Processes a test starts; each is stopped by its pid afterwards."""
+    ps: list[Proc] = []
+    yield ps
+    assert procs.stop_all(ps, timeout=scaled(10)) == []
+
+
+def _conf_values(path: Path) -> dict[str, str]:
+    """Directive -> value of a redis.conf (the last occurrence wins, as in Redis)."""
+    values: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition(" ")
+            if key != "client-output-buffer-limit":
+                values[key] = value
+    return values
+
+
+# --- docker-compose -----------------------------------------------------------------
+
+
+@pytest.mark.skipif(not shutil.which("docker-compose"), reason="docker-compose not installed")
+def test_compose_file_is_valid() -> None:
+    run = subprocess.run(["docker-compose", "-f", str(COMPOSE), "config", "--services"],
+                         cwd=REPO, capture_output=True, text=True, timeout=scaled(60))
+    assert run.returncode == 0, run.stderr
+    services = set(run.stdout.split())
+    assert {"redis-master", "redis-replica", "sentinel1", "sentinel2", "sentinel3",
+            "app1", "app2", "app3", "nginx", "prometheus"} <= services
+    text = COMPOSE.read_text()
+    for used in ("ops/redis/master.conf", "ops/redis/replica.conf", "ops/sentinel/sentinel.conf",
+                 "ops/nginx/streamgate.conf", "ops/prometheus/prometheus.yml"):
+        assert used in text
+    assert "DURABILITY: replica" in text
+    assert "REDIS_SENTINELS: sentinel1:26379,sentinel2:26379,sentinel3:26379" in text
+
+
+def test_dockerfile_runs_the_app_module() -> None:
+    text = (REPO / "Dockerfile").read_text()
+    assert "FROM python:3.11-slim" in text
+    assert 'CMD ["python", "-m", "app"]' in text
+
+
+# --- ports ---------------------------------------------------------------------------
+
+
+def test_free_ports_are_distinct_across_calls_and_never_reserved() -> None:
+    first, second = procs.free_ports(20), procs.free_ports(20)
+    assert len(set(first) | set(second)) == 40
+    assert not (set(first) | set(second)) & procs.RESERVED_PORTS
+    low = procs._ephemeral_range()[0]
+    assert all(20000 <= p < low for p in first + second)
+
+
+# --- rendering (pure) ---------------------------------------------------------------
+
+
+def test_sentinel_template_renders_for_a_local_master() -> None:
+    text = render.sentinel_conf(render.SENTINEL_CONF.read_text(), 41000)
+    assert re.search(r"^sentinel monitor mymaster 127\.0\.0\.1 41000 2$", text, re.M)
+    assert "redis-master" not in re.sub(r"#.*", "", text)
+    renamed = render.sentinel_conf(render.SENTINEL_CONF.read_text(), 41000, master_name="other",
+                                   quorum=1, down_after_ms=250, failover_timeout_ms=3000)
+    assert re.search(r"^sentinel monitor other 127\.0\.0\.1 41000 1$", renamed, re.M)
+    assert re.search(r"^sentinel down-after-milliseconds other 250$", renamed, re.M)
+    assert re.search(r"^sentinel failover-timeout other 3000$", renamed, re.M)
+    assert re.search(r"^sentinel parallel-syncs other 1$", renamed, re.M)
+    with pytest.raises(render.TemplateError):
+        render.sentinel_conf("port 26379\n", 41000)
+
+
+def test_nginx_site_renders_upstreams_and_listen_ports() -> None:
+    site = render.nginx_site(render.NGINX_SITE.read_text(), [41001, 41002], {80: 41000})
+    assert "listen 127.0.0.1:41000;" in site
+    assert "server 127.0.0.1:41001 max_fails=2 fail_timeout=5s;" in site
+    assert "server 127.0.0.1:41002 max_fails=2 fail_timeout=5s;" in site
+    assert "app1:8000" not in site
+    with pytest.raises(render.TemplateError):  # every listen port must be mapped
+        render.nginx_site(render.NGINX_TLS_SITE.read_text(), [41001], {80: 41000})
+
+
+@pytest.mark.parametrize("template", [render.NGINX_SITE, render.NGINX_TLS_SITE],
+                         ids=["http", "tls"])
+def test_nginx_templates_proxy_websockets_correctly(template: Path) -> None:
+    text = template.read_text()
+    assert re.search(r"map \$http_upgrade \$connection_upgrade \{\s*default upgrade;\s*''\s+close;",
+                     text)
+    ws = re.search(r"location = /ws \{(.*?)\n    \}", text, re.S)
+    assert ws, "no /ws location"
+    block = ws.group(1)
+    for directive in ("proxy_set_header Upgrade           $http_upgrade;",
+                      "proxy_set_header Connection        $connection_upgrade;",
+                      "proxy_set_header X-Forwarded-For   $proxy_add_x_forwarded_for;",
+                      "proxy_set_header Host              $host;",
+                      "proxy_buffering off;", "proxy_read_timeout 60s;", "proxy_send_timeout 60s;"):
+        assert directive in block
+    assert "X-Forwarded-Proto" in block
+    assert "proxy_http_version 1.1;" in text
+    assert "proxy_next_upstream error timeout;" in text
+    assert "ip_hash" not in text and "sticky" not in re.sub(r"#.*", "", text)
+
+
+def test_nginx_templates_share_their_proxy_rules() -> None:
+    """The TLS variant differs only in TLS and X-Forwarded-Proto, not in proxying."""
+
+    def locations(path: Path) -> str:
+        text = path.read_text().replace("$scheme", "https")
+        text = re.sub(r"#.*", "", text)
+        blocks = re.findall(r"(location (?:= )?/(?:ws|metrics)? \{.*?\n    \})", text, re.S)
+        return "\n".join(b for b in blocks if "return 301" not in b)
+
+    assert locations(render.NGINX_SITE) == locations(render.NGINX_TLS_SITE)
+
+
+# --- nginx -t -------------------------------------------------------------------------
+
+
+@needs_nginx
+def test_generated_cluster_nginx_config_passes_nginx_t(tmp_path: Path) -> None:
+    port, *upstreams = procs.free_ports(3)
+    conf = procs.write_nginx_conf(port, upstreams, tmp_path)
+    run = subprocess.run(procs.nginx_cmd(conf, "-t"), capture_output=True, text=True,
+                         timeout=scaled(10))
+    assert run.returncode == 0, run.stderr
+    assert "syntax is ok" in run.stderr
+    text = conf.read_text()
+    assert "daemon off;" in text
+    assert "/var/log" not in text
+
+
+@needs_nginx
+@pytest.mark.skipif(not shutil.which("openssl"), reason="openssl not installed")
+def test_tls_nginx_config_passes_nginx_t(tmp_path: Path) -> None:
+    key, cert = tmp_path / "privkey.pem", tmp_path / "fullchain.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=scaled(30))
+    https, http, *upstreams = procs.free_ports(4)
+    site = render.nginx_site(render.NGINX_TLS_SITE.read_text(), upstreams,
+                             {443: https, 80: http})
+    site = site.replace("/etc/nginx/tls/fullchain.pem", str(cert))
+    site = site.replace("/etc/nginx/tls/privkey.pem", str(key))
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(render.nginx_main(site, tmp_path))
+    (tmp_path / "tmp").mkdir()
+    run = subprocess.run(procs.nginx_cmd(conf, "-t"), capture_output=True, text=True,
+                         timeout=scaled(10))
+    assert run.returncode == 0, run.stderr
+
+
+# --- Prometheus -----------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not shutil.which("promtool"), reason="promtool not installed")
+def test_prometheus_config_and_rules_are_valid() -> None:
+    run = subprocess.run(["promtool", "check", "config",
+                          str(REPO / "ops" / "prometheus" / "prometheus.yml")],
+                         capture_output=True, text=True, timeout=scaled(30))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "InstanceDown" in (REPO / "ops" / "prometheus" / "alerts.yml").read_text()
+
+
+# --- Redis and Sentinel ---------------------------------------------------------------
+
+
+def test_master_and_replica_confs_agree_on_safety_settings() -> None:
+    """Sentinel swaps the roles, so both files must hold the same guarantees."""
+    master = _conf_values(render.REDIS_MASTER_CONF)
+    replica = _conf_values(render.REDIS_REPLICA_CONF)
+    for key in ("appendonly", "appendfsync", "min-replicas-to-write", "min-replicas-max-lag",
+                "maxmemory-policy", "replica-serve-stale-data", "replica-read-only",
+                "repl-backlog-size", "repl-diskless-sync-delay", "timeout", "tcp-keepalive"):
+        assert master[key] == replica[key], key
+
+
+@needs_redis
+def test_redis_confs_load_and_refuse_writes_without_a_replica(
+    tmp_path: Path, started: list[Proc]
+) -> None:
+    mport, rport = procs.free_ports(2)
+    master = procs.start_redis(mport, tmp_path / "m", wait=scaled(10))
+    started.append(master)
+    probes.wait_redis(mport, scaled(10), master)
+    with probes.client(mport) as r:
+        cfg = r.config_get("*")
+        assert cfg["appendonly"] == "yes"
+        assert cfg["appendfsync"] == "everysec"
+        assert cfg["min-replicas-to-write"] == "1"
+        assert cfg["min-replicas-max-lag"] == "5"
+        assert cfg["replica-serve-stale-data"] == "yes"
+        assert cfg["maxmemory-policy"] == "noeviction"
+        assert cfg["bind"] == "127.0.0.1"
+        # The split-brain guard: a master without a replica refuses writes.
+        with pytest.raises(redis.ResponseError, match="NOREPLICAS"):
+            r.set("k", "v")
+
+    replica = procs.start_redis(rport, tmp_path / "r", replicaof=mport, wait=scaled(10))
+    started.append(replica)
+    probes.wait_replica_link(rport, scaled(15), replica)
+    with probes.client(rport) as r:
+        assert r.config_get("min-replicas-to-write")["min-replicas-to-write"] == "1"
+        assert r.config_get("appendonly")["appendonly"] == "yes"
+    with probes.client(mport) as r:
+        procs.wait_until(lambda: r.set("k", "v"), scaled(10), what="write accepted")
+    assert "replicaof 127.0.0.1" in (tmp_path / "r" / "redis.conf").read_text()
+    # The templates themselves are never written to.
+    assert not re.search(r"^replicaof", render.REDIS_REPLICA_CONF.read_text(), re.M)
+
+
+@needs_redis
+@pytest.mark.slow
+def test_master_refuses_writes_while_its_replica_is_frozen(
+    tmp_path: Path, started: list[Proc]
+) -> None:
+    """min-replicas-max-lag: no acknowledgement for 5 s -> writes fail."""
+    mport, rport = procs.free_ports(2)
+    started.append(procs.start_redis(mport, tmp_path / "m", wait=scaled(10)))
+    replica = procs.start_redis(rport, tmp_path / "r", replicaof=mport, wait=scaled(10))
+    started.append(replica)
+    probes.wait_replica_link(rport, scaled(15), replica)
+    with probes.client(mport) as r:
+        procs.wait_until(lambda: r.set("k", "v"), scaled(10), what="write accepted")
+        os.kill(replica.pid, signal.SIGSTOP)
+        try:
+            def refused() -> bool:
+                try:
+                    r.set("k", "v")
+                except redis.ResponseError as e:
+                    return "NOREPLICAS" in str(e)
+                return False
+
+            procs.wait_until(refused, scaled(12), interval=0.2, what="NOREPLICAS")
+        finally:
+            os.kill(replica.pid, signal.SIGCONT)
+        procs.wait_until(lambda: r.set("k", "v"), scaled(10), what="writes resume")
+
+
+@needs_redis
+def test_sentinel_conf_loads_with_the_documented_timings(
+    tmp_path: Path, started: list[Proc]
+) -> None:
+    mport, rport, sport = procs.free_ports(3)
+    master = procs.start_redis(mport, tmp_path / "m", wait=scaled(10))
+    started.append(master)
+    replica = procs.start_redis(rport, tmp_path / "r", replicaof=mport, wait=scaled(10))
+    started.append(replica)
+    probes.wait_replica_link(rport, scaled(15), replica)
+    sentinel = procs.start_sentinel(sport, tmp_path / "s", mport, wait=scaled(10))
+    started.append(sentinel)
+    with probes.client(sport) as s:
+        m = s.sentinel_master("mymaster")
+    assert (m["ip"], m["port"]) == ("127.0.0.1", mport)
+    assert m["quorum"] == 2
+    assert m["down-after-milliseconds"] == 1000
+    assert m["failover-timeout"] == 10000
+    assert m["parallel-syncs"] == 1
+    procs.wait_until(lambda: probes.sentinel_ready(sport, replicas=1, sentinels=1),
+                     scaled(15), what="sentinel sees the replica", watch=[sentinel])
+    # Sentinel rewrote its copy (its id), never the template.
+    assert "sentinel myid" in (tmp_path / "s" / "sentinel.conf").read_text()
+    assert "sentinel myid" not in render.SENTINEL_CONF.read_text()
+
+
+@needs_redis
+def test_stop_only_signals_the_recorded_process(tmp_path: Path) -> None:
+    port = procs.free_port()
+    p = procs.start_redis(port, tmp_path / "m", wait=scaled(10))
+    assert procs.is_alive(p.pid, p.started)
+    # A wrong start time stands for a recycled pid: nothing is signalled.
+    assert procs.stop(p.pid, started=(p.started or 0) + 1) is True
+    assert procs.is_alive(p.pid, p.started)
+    assert procs.stop(p.pid, timeout=scaled(10), started=p.started) is True
+    assert not procs.is_alive(p.pid)
