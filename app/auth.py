@@ -51,12 +51,28 @@ class Principal:
         return any(fnmatch.fnmatchcase(room, p) for p in self.rooms)
 
 
+def _public_key_algorithms(pem: str) -> list[str]:
+    """Pin the algorithm to the key type: an RSA key verifies RS256 only, an
+    EC key ES256 only, so a token can never pick a weaker check."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    key = load_pem_public_key(pem.encode())
+    if isinstance(key, rsa.RSAPublicKey):
+        return ["RS256"]
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return ["ES256"]
+    raise ValueError("JWT_PUBLIC_KEY must be an RSA or EC public key (PEM)")
+
+
 class Authenticator:
     def __init__(self, settings: Settings) -> None:
         self._mode = settings.auth_mode
+        self._audience = settings.jwt_audience
+        self._issuer = settings.jwt_issuer
         if settings.jwt_public_key:
             self._key: str = settings.jwt_public_key
-            self._algorithms = ["RS256", "ES256"]
+            self._algorithms = _public_key_algorithms(settings.jwt_public_key)
         else:
             self._key = settings.jwt_secret or ""
             self._algorithms = ["HS256"]
@@ -79,7 +95,9 @@ class Authenticator:
                 token,
                 self._key,
                 algorithms=self._algorithms,
-                options={"require": ["exp", "sub"], "verify_aud": False},
+                options={"require": ["exp", "sub"], "verify_aud": self._audience is not None},
+                audience=self._audience,
+                issuer=self._issuer,
                 leeway=CLOCK_LEEWAY_S,
             )
         except jwt.PyJWTError as exc:

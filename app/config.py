@@ -38,6 +38,8 @@ class Settings:
     auth_mode: str
     jwt_secret: str | None
     jwt_public_key: str | None
+    jwt_audience: str | None
+    jwt_issuer: str | None
     allowed_origins: tuple[str, ...]
     durability: str
     min_replicas: int
@@ -99,6 +101,11 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         raise ConfigError("AUTH_MODE must be 'jwt' or 'none'")
     secret = env.get("JWT_SECRET") or None
     public_key = env.get("JWT_PUBLIC_KEY") or None
+    if public_key and not public_key.lstrip().startswith("-----BEGIN"):
+        try:  # a path to a PEM file
+            public_key = Path(public_key).read_text()
+        except OSError as exc:
+            raise ConfigError(f"JWT_PUBLIC_KEY: not a PEM key nor a readable file: {exc}") from None
     if auth_mode == "jwt" and not (secret or public_key):
         raise ConfigError("AUTH_MODE=jwt needs JWT_SECRET (or JWT_PUBLIC_KEY)")
     durability = get("DURABILITY", "leader").lower()
@@ -122,6 +129,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         auth_mode=auth_mode,
         jwt_secret=secret,
         jwt_public_key=public_key,
+        jwt_audience=env.get("JWT_AUDIENCE") or None,
+        jwt_issuer=env.get("JWT_ISSUER") or None,
         allowed_origins=origins,
         durability=durability,
         min_replicas=num("MIN_REPLICAS", 1),
