@@ -77,6 +77,7 @@ class Service:
         self.conns: set[object] = set()  # live connections, for drain and metrics
         self.draining = False
         self._heartbeat: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
         self.metrics.watch(
             queued=lambda: sum(len(c.outbox) for c in self.conns),  # type: ignore[attr-defined]
             rooms=lambda: len(self.hub),
@@ -85,10 +86,12 @@ class Service:
     async def start(self) -> None:
         self.bus.start()
         self._heartbeat = asyncio.create_task(self._refresh_presence(), name="presence")
+        self._watchdog = asyncio.create_task(self._watch_writers(), name="slow-watchdog")
 
     async def stop(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
+        for task in (self._heartbeat, self._watchdog):
+            if task is not None:
+                task.cancel()
         await self.bus.stop()
         await self.hub.close()
         await self.redis.close()
@@ -164,6 +167,16 @@ class Service:
             await coro
         except StorageUnavailable as exc:
             log.warning("presence update failed: %s", exc)
+
+    async def _watch_writers(self) -> None:
+        """Close sockets whose writes made no progress for the stall timeout."""
+        loop = asyncio.get_running_loop()
+        interval = min(1.0, self.settings.slow_consumer_timeout_s / 4)
+        while True:
+            await asyncio.sleep(interval)
+            now = loop.time()
+            for conn in list(self.conns):
+                conn.check_stalled(now)  # type: ignore[attr-defined]
 
     async def _refresh_presence(self) -> None:
         interval = max(0.2, self.settings.presence_ttl_s / 3)

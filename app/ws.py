@@ -101,6 +101,8 @@ class Connection:
         self._closing: _Closed | None = None
         self._busy = False
         self._reader: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._too_slow = False
         self._finished = asyncio.Event()
 
     async def run(self) -> None:
@@ -110,9 +112,10 @@ class Connection:
         svc.conns.add(self)
         self.reply(p.welcome_frame(self.who.user, svc.instance), "welcome")
         self._reader = asyncio.create_task(self._read(), name="ws-read")
+        self._writer = asyncio.create_task(self.outbox.run(), name="ws-write")
         tasks = [
             self._reader,
-            asyncio.create_task(self.outbox.run(), name="ws-write"),
+            self._writer,
             asyncio.create_task(self.session.run_catch_up(), name="ws-catch-up"),
         ]
         if self.who.expires_at is not None:
@@ -138,19 +141,25 @@ class Connection:
     def _outcome(self, task: asyncio.Task[None]) -> tuple[int, str]:
         if self._closing is not None:
             return self._closing.code, self._closing.reason
-        if task.cancelled():
-            return 1000, ""
-        exc = task.exception()
-        if isinstance(exc, (TooSlow, FellBehind)):
+        exc = None if task.cancelled() else task.exception()
+        if self._too_slow or isinstance(exc, (TooSlow, FellBehind)):
             self.svc.metrics.slow_closes.inc()
             log.info("slow consumer closed", extra={"user": self.who.user, "event": "slow_close"})
             return p.CLOSE_TOO_SLOW, "too slow: reconnect and resume with since"
         if isinstance(exc, _Closed):
             return exc.code, exc.reason
+        if task.cancelled():
+            return 1000, ""
         if exc is not None and not isinstance(exc, WebSocketDisconnect):
             log.error("connection failed", exc_info=exc, extra={"user": self.who.user})
             return 1011, "internal error"
         return 1000, ""
+
+    def check_stalled(self, now: float) -> None:
+        """Called by the instance's watchdog: end a socket whose write is stuck."""
+        if self.outbox.stalled(now) and self._writer is not None and not self._too_slow:
+            self._too_slow = True
+            self._writer.cancel()
 
     async def drain(self, code: int = p.CLOSE_RESTARTING, reason: str = "instance restarting") -> None:
         """Finish the frame being handled (a publish in flight completes and

@@ -1,13 +1,16 @@
-// Demo chat page for streamgate (server run with AUTH_MODE=none).
-// Rooms, direct messages, and resuming every room from the last message id seen.
+// Demo chat page for streamgate (server run with AUTH_MODE=none), built on
+// streamgate.js: rooms, direct messages, who is online, and resuming every
+// room after a reconnect or a reload with exactly the messages missed.
+// All user content goes into the page through textContent, never as HTML.
+
+import { StreamgateClient } from './streamgate.js';
 
 const USER_RE = /^[A-Za-z0-9_.:-]{1,64}$/;
 const ROOM_RE = /^[A-Za-z0-9_.:-]{1,128}$/;
-const MAX_LINES = 500;      // lines kept per room in memory
-const CACHED_LINES = 100;   // lines kept per room in localStorage, shown again after a reload
-const MAX_FRAME = 60000;    // stay below the server's default MAX_FRAME_BYTES (65536)
-const PING_MS = 25000;
+const MAX_LINES = 500;       // lines kept per room in memory
+const CACHED_LINES = 100;    // lines kept per room in localStorage, shown again after a reload
 const POLL_MS = 5000;
+const BANNER_MS = 15000;     // how long "resumed N missed messages" stays up
 
 const $ = (id) => document.getElementById(id);
 
@@ -33,55 +36,22 @@ const store = {
   },
 };
 
-// Stream ids are "<ms>-<seq>": compare numerically, part by part.
-function parseId(id) {
-  const m = /^(\d+)(?:-(\d+))?$/.exec(String(id));
-  return m ? [BigInt(m[1]), BigInt(m[2] || 0)] : [0n, 0n];
-}
-function cmpId(a, b) {
-  const [am, as] = parseId(a);
-  const [bm, bs] = parseId(b);
-  if (am !== bm) return am < bm ? -1 : 1;
-  return as === bs ? 0 : as < bs ? -1 : 1;
-}
-
-function newClientId() {
-  if (crypto.randomUUID) return crypto.randomUUID();   // secure contexts only
-  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, '0')).join('');
-}
-
-// ---- state ----------------------------------------------------------------
+// ---- state ------------------------------------------------------------------
 
 const user = store.get('user', null);
 const inbox = '@' + user;
-const rooms = new Map();     // name -> room state
-const pending = new Map();   // client_id -> { frame, tries }: sent, not yet confirmed
+const rooms = new Map();     // name -> { name, lines, unread, joined, fresh }
 let current = null;
-let ws = null;
-let welcomed = false;
-let fatal = false;
-let attempt = 0;
-let retryTimer = 0;
-let upSince = 0;
-let lastRx = 0;
-let serverOffset = null;     // server clock minus ours, from HTTP Date headers
+let client = null;
+let bannerTimer = 0;
 
 // localStorage keys: '/' cannot occur in user or room names, so keys never collide.
-const key = (kind, room) => `${kind}/${user}/${room}`;
+const logKey = (room) => `log/${user}/${room}`;
 
 function addRoom(name) {
   if (!rooms.has(name)) {
-    rooms.set(name, {
-      name,
-      last: store.get(key('last', name), null),   // last id seen: the resume point
-      shown: null,                                // last id displayed in this page (for ack)
-      acked: null,
-      joined: false,
-      fresh: false,
-      lines: store.get(key('log', name), []),
-      unread: 0,
-      dirty: false,
-    });
+    const lines = store.get(logKey(name), []);
+    rooms.set(name, { name, lines: Array.isArray(lines) ? lines : [], unread: 0, joined: false, fresh: false });
   }
   return rooms.get(name);
 }
@@ -90,17 +60,32 @@ function saveRoomList() {
   store.set(`rooms/${user}`, [...rooms.keys()].filter((n) => !n.startsWith('@')));
 }
 
+function saveLog(r) {
+  store.set(logKey(r.name), r.lines.slice(-CACHED_LINES));
+}
+
 function label(name) {
   if (name === inbox) return `${name} (inbox)`;
   return name.startsWith('@') ? name : '#' + name;
 }
 
-// ---- rendering --------------------------------------------------------------
+// ---- rendering ----------------------------------------------------------------
 
-function setConn(state, text) {
+function setConn(state, text, title = '') {
   const c = $('conn');
   c.className = 'conn ' + state;
   c.textContent = text;
+  c.title = title;
+}
+
+function banner(text, level) {
+  const b = $('banner');
+  clearTimeout(bannerTimer);
+  if (!text) { b.hidden = true; b.textContent = ''; return; }
+  b.className = 'banner ' + level;
+  b.textContent = text;
+  b.hidden = false;
+  if (level === 'ok') bannerTimer = setTimeout(() => banner(null), BANNER_MS);
 }
 
 function status(text, level = 'info') {
@@ -122,6 +107,11 @@ function fmtTime(ts) {
 function lineEl(l) {
   if (l.kind === 'note') return el('li', 'note ' + (l.level || ''), l.text);
   const li = el('li', l.kind === 'out' || l.from === user ? 'msg mine' : 'msg');
+  if (l.replayed) {
+    li.classList.add('replayed');
+    li.title = 'missed while away, delivered on resume';
+  }
+  if (l.id && l.kind !== 'out') li.dataset.id = l.id;
   const time = el('time', null, fmtTime(l.ts));
   if (l.id) time.title = 'id ' + l.id;
   const from = el('span', 'from', l.kind === 'out' ? '→ ' + l.to : l.from);
@@ -153,6 +143,7 @@ function renderRooms() {
     const b = el('button', r.joined ? 'room' : 'room joining', label(r.name));
     b.type = 'button';
     b.title = r.joined ? 'joined' : 'joining…';
+    b.dataset.room = r.name;
     b.onclick = () => switchTo(r.name);
     if (r.unread) b.append(el('span', 'badge', r.unread));
     li.append(b);
@@ -186,9 +177,11 @@ function renderPeople(ul, list) {
 function pushLine(r, line) {
   r.lines.push(line);
   if (r.lines.length > MAX_LINES) r.lines.splice(0, r.lines.length - MAX_LINES);
-  r.dirty = true;
   if (r.name === current) appendLine(line);
   else if (line.kind !== 'note') { r.unread++; renderRooms(); }
+  // Saved now, before the client moves the room's resume point past it, so a
+  // reload shows every message that will not be replayed.
+  saveLog(r);
 }
 
 const note = (r, text, level = '') => pushLine(r, { kind: 'note', text, level, ts: Date.now() });
@@ -209,18 +202,7 @@ function switchTo(name) {
   $('text').focus();
 }
 
-// ---- rooms ----------------------------------------------------------------
-
-function send(frame) {
-  if (!ws || ws.readyState !== WebSocket.OPEN) return false;
-  ws.send(JSON.stringify(frame));
-  return true;
-}
-
-function sendJoin(r) {
-  r.joined = false;
-  send(r.last ? { type: 'join', room: r.name, since: r.last } : { type: 'join', room: r.name });
-}
+// ---- rooms ------------------------------------------------------------------
 
 function joinRoom(name) {
   if (!ROOM_RE.test(name)) { status(`invalid room name "${name}"`, 'error'); return; }
@@ -228,176 +210,95 @@ function joinRoom(name) {
     const r = addRoom(name);
     r.fresh = true;
     saveRoomList();
-    if (welcomed) sendJoin(r);
+    subscribe(r);
   }
   switchTo(name);
 }
 
-function leaveRoom(name, tell = true) {
-  if (name.startsWith('@')) { status(`${label(name)} is always joined`, 'info'); return; }
-  if (!rooms.has(name)) return;
-  if (tell && welcomed) send({ type: 'leave', room: name });
+function subscribe(r) {
+  client.join(r.name).catch((err) => {
+    if (rooms.get(r.name) !== r || err.code === 'left' || err.code === 'closed') return;
+    status(`cannot join ${label(r.name)}: ${err.reason || err.message}`, 'error');
+    if (!r.name.startsWith('@')) forget(r.name);
+  });
+}
+
+function forget(name) {
   rooms.delete(name);
   saveRoomList();
-  store.del(key('last', name));
-  store.del(key('log', name));
+  store.del(logKey(name));
   if (current === name) switchTo(inbox); else renderRooms();
 }
 
-// ---- frames from the server ---------------------------------------------------
-
-function onMessage(f) {
-  const r = rooms.get(f.room);
-  if (!r || typeof f.id !== 'string') return;
-  if (r.last && cmpId(f.id, r.last) <= 0) return;   // already seen
-  r.last = f.id;
-  r.shown = f.id;
-  store.set(key('last', r.name), f.id);
-  pushLine(r, { kind: 'msg', id: f.id, from: String(f.from), body: f.body, ts: f.ts });
+function leaveRoom(name) {
+  if (name.startsWith('@')) { status(`${label(name)} is always joined`, 'info'); return; }
+  if (!rooms.has(name)) return;
+  client.leave(name, { forget: true });
+  forget(name);
 }
 
-function onJoined(f) {
-  const r = rooms.get(f.room);
+// ---- client events --------------------------------------------------------------
+
+function onState({ state, previous, delay, code, reason, user: who, instance }) {
+  const conn = $('conn');
+  if (state === 'open') {
+    setConn('online', `online as ${who}`, `instance ${instance}`);
+    conn.dataset.instance = instance || '';
+    pollUsers();
+  } else if (state === 'connecting') {
+    setConn('connecting', 'connecting…');
+  } else if (state === 'reconnecting') {
+    delete conn.dataset.instance;
+    const wait = delay > 1500 ? ` in ${Math.ceil(delay / 1000)} s` : '';
+    setConn('reconnecting', `reconnecting${wait}…`, 'click to retry now');
+    if (previous === 'open') {
+      banner('Connection lost · reconnecting…', 'warn');
+      status(`connection lost (${code || 'no answer'}${reason ? ' ' + reason : ''})`, 'warn');
+    }
+  } else if (state === 'closed') {
+    setConn('error', `closed${reason ? ': ' + reason : ''}`);
+    banner(null);
+  }
+  if (state !== 'open') for (const r of rooms.values()) r.joined = false;
+  renderRooms();
+}
+
+function onMessage({ room, id, from, body, ts, replayed }) {
+  const r = rooms.get(room);
+  if (!r) return;
+  pushLine(r, { kind: 'msg', id, from: String(from), body, ts, replayed });
+}
+
+function onJoined({ room, replayed }) {
+  const r = rooms.get(room);
   if (!r) return;
   r.joined = true;
-  if (!r.last && serverOffset !== null) {
-    // Nothing received yet: remember the join point (server time, with a margin)
-    // so a later reconnect still resumes from here instead of from "now".
-    r.last = `${Math.max(0, Date.now() + serverOffset - 2000)}-0`;
-    store.set(key('last', r.name), r.last);
-  }
   if (r.fresh) { note(r, `joined ${label(r.name)}`); r.fresh = false; }
-  if (f.replayed > 0) note(r, `resumed ${f.replayed} missed message${f.replayed === 1 ? '' : 's'}`);
-  if (f.recovered === false) {
-    note(r, 'some messages were removed from history before they could be delivered', 'warn');
-    status(`${label(r.name)}: some missed messages are lost for good`, 'warn');
-  }
+  if (replayed > 0) note(r, `resumed ${replayed} missed message${replayed === 1 ? '' : 's'}`);
   renderRooms();
 }
 
-function onPublished(f) {
-  const p = pending.get(f.client_id);
-  if (!p) return;
-  pending.delete(f.client_id);
-  const fr = p.frame;
-  if (fr.type === 'direct' && fr.to !== user) {
-    pushLine(rooms.get(inbox), { kind: 'out', id: f.id, to: fr.to, body: fr.body, ts: Date.now() + (serverOffset || 0) });
-  }
+function onResumed({ replayed, reconnect }) {
+  if (!reconnect && replayed === 0) return;
+  banner(`Resumed ${replayed} missed message${replayed === 1 ? '' : 's'}`, 'ok');
 }
 
-function onError(f) {
-  const text = `${f.code || 'error'}: ${f.reason || ''}`;
-  const p = f.ref != null ? pending.get(f.ref) : null;
-  if (p) {
-    if ((f.code === 'unavailable' || f.code === 'rate_limited') && ++p.tries <= 5) {
-      status(`${text} (retrying)`, 'warn');
-      setTimeout(() => { if (pending.has(f.ref) && welcomed) send(p.frame); }, 1000 * p.tries);
-      return;
-    }
-    pending.delete(f.ref);
-    status(`message not sent: ${text}`, 'error');
-    return;
-  }
-  const r = typeof f.ref === 'string' ? rooms.get(f.ref) : null;
-  if (r && !r.joined) {
-    if (f.code === 'unavailable') setTimeout(() => { if (welcomed && rooms.get(r.name) === r) sendJoin(r); }, 2000);
-    else if (f.code === 'invalid_room' || f.code === 'forbidden') leaveRoom(r.name, false);
-  }
-  status(text, 'error');
+function onGap({ room }) {
+  const r = rooms.get(room);
+  if (r) note(r, 'some messages were removed from history before they could be delivered', 'warn');
+  status(`${label(room)}: some missed messages are lost for good`, 'warn');
 }
 
-function onFrame(data) {
-  let f;
-  try { f = JSON.parse(data); } catch { return; }
-  if (!f || typeof f !== 'object') return;
-  switch (f.type) {
-    case 'welcome':
-      welcomed = true;
-      upSince = Date.now();
-      setConn('online', `online as ${f.user}`);
-      $('conn').title = `instance ${f.instance}`;
-      for (const r of rooms.values()) sendJoin(r);
-      for (const p of pending.values()) send(p.frame);   // safe: same client_id
-      renderRooms();
-      pollUsers();
-      break;
-    case 'message': onMessage(f); break;
-    case 'joined': onJoined(f); break;
-    case 'published': onPublished(f); break;
-    case 'error': onError(f); break;
-    default: break;   // pong, left: nothing to do
-  }
+function onError({ code, reason, ref, fatal, retrying }) {
+  if (fatal) { status(`connection refused: ${reason || code}`, 'error'); return; }
+  if (retrying) { status(`${code}: ${reason} (retrying)`, 'warn'); return; }
+  if (ref == null || !rooms.has(ref)) status(`${code}: ${reason}`, 'error');
 }
 
-// ---- connection -------------------------------------------------------------
-
-function connect() {
-  retryTimer = 0;
-  const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  const sock = new WebSocket(`${proto}//${location.host}/ws?user=${encodeURIComponent(user)}`);
-  ws = sock;
-  welcomed = false;
-  lastRx = Date.now();
-  setConn('connecting', attempt ? 'reconnecting…' : 'connecting…');
-  sock.onmessage = (ev) => { if (sock === ws) { lastRx = Date.now(); onFrame(ev.data); } };
-  sock.onclose = (ev) => { if (sock === ws) closed(ev.code, ev.reason); };
-}
-
-function closed(code, reason) {
-  ws = null;
-  welcomed = false;
-  for (const r of rooms.values()) r.joined = false;
-  renderRooms();
-  if (code === 4401 || code === 4403) {
-    fatal = true;
-    const why = code === 4401 ? 'unauthorized' : 'origin not allowed';
-    setConn('error', 'refused: ' + why);
-    status(`connection refused (${code} ${why})`, 'error');
-    return;
-  }
-  const wasUp = upSince > 0;
-  if (wasUp && Date.now() - upSince > 10000) attempt = 0;
-  upSince = 0;
-  const cap = Math.min(30000, 500 * 2 ** attempt);
-  attempt = Math.min(attempt + 1, 10);
-  const delay = Math.round(cap / 2 + Math.random() * cap / 2);   // backoff with jitter
-  setConn('reconnecting', `reconnecting in ${Math.ceil(delay / 1000)} s…`);
-  if (wasUp) status(`connection lost (${code || 'no answer'}${reason ? ' ' + reason : ''})`, 'warn');
-  retryTimer = setTimeout(connect, delay);
-}
-
-function retryNow() {
-  if (!ws && retryTimer && !fatal) { clearTimeout(retryTimer); connect(); }
-}
-
-function tick() {
-  const now = Date.now();
-  // A socket that stays silent (no welcome, or no pong for two pings) is dead.
-  if (ws && now - lastRx > (welcomed ? 2.5 * PING_MS : 15000)) {
-    const sock = ws;
-    closed(0, '');
-    try { sock.close(); } catch { /* already closing */ }
-  }
-  for (const r of rooms.values()) {
-    if (welcomed && r.joined && r.shown && r.shown !== r.acked && send({ type: 'ack', room: r.name, id: r.shown })) {
-      r.acked = r.shown;
-    }
-  }
-  saveLogs();
-}
-
-function saveLogs() {
-  for (const r of rooms.values()) {
-    if (r.dirty) { r.dirty = false; store.set(key('log', r.name), r.lines.slice(-CACHED_LINES)); }
-  }
-}
-
-// ---- HTTP: presence and members --------------------------------------------
+// ---- HTTP: presence and members ------------------------------------------------
 
 async function getJSON(path) {
   const res = await fetch(path, { cache: 'no-store' });
-  const date = Date.parse(res.headers.get('date') || '');
-  if (!Number.isNaN(date)) serverOffset = date + 500 - Date.now();   // Date has 1 s resolution
   if (!res.ok) throw new Error('HTTP ' + res.status);
   return res.json();
 }
@@ -419,15 +320,13 @@ async function pollMembers() {
   }
 }
 
-// ---- input ------------------------------------------------------------------
+// ---- input ------------------------------------------------------------------------
 
-function publish(frame) {
-  if (new TextEncoder().encode(JSON.stringify(frame)).length > MAX_FRAME) {
-    status('message too long', 'error');
-    return false;
-  }
-  pending.set(frame.client_id, { frame, tries: 0 });
-  if (!(welcomed && send(frame))) status('offline: the message will be sent after reconnecting', 'warn');
+function sent(promise, onId) {
+  if (client.state !== 'open') status('offline: the message will be sent after reconnecting', 'warn');
+  promise.then(onId, (err) => {
+    if (err.code !== 'closed') status(`message not sent: ${err.reason || err.message}`, 'error');
+  });
   return true;
 }
 
@@ -435,13 +334,15 @@ const HELP = '/dm <user> <text>: direct message · /join <room> · /leave: leave
 
 // Returns true when the input line was used up and can be cleared.
 function submit(text) {
-  if (!text.startsWith('/')) return publish({ type: 'publish', room: current, body: text, client_id: newClientId() });
+  if (!text.startsWith('/')) return sent(client.publish(current, text), () => {});
   const m = /^\/(\w+)(?:\s+(\S+))?(?:\s+([\s\S]+))?$/.exec(text);
   const [cmd, arg, rest] = m ? [m[1], m[2], m[3]] : [];
   if (cmd === 'dm' || cmd === 'msg') {
     if (!arg || !USER_RE.test(arg) || arg === 'all') { status('usage: /dm <user> <text>', 'error'); return false; }
     if (!rest) { status('nothing to send', 'error'); return false; }
-    return publish({ type: 'direct', to: arg, body: rest, client_id: newClientId() });
+    return sent(client.direct(arg, rest), (id) => {
+      if (arg !== user) pushLine(rooms.get(inbox), { kind: 'out', id, to: arg, body: rest, ts: Date.now() });
+    });
   }
   if (cmd === 'join' && arg) { joinRoom(arg.replace(/^#/, '')); return true; }
   if (cmd === 'leave') { leaveRoom(current); return true; }
@@ -481,20 +382,23 @@ function start() {
     const text = $('text').value.trim();
     if (text && submit(text)) $('text').value = '';
   };
-  $('conn').onclick = retryNow;
-  window.addEventListener('online', retryNow);
-  window.addEventListener('pagehide', saveLogs);
+
+  client = new StreamgateClient({ user, autoAck: true });
+  client.on('state', onState);
+  client.on('message', onMessage);
+  client.on('joined', onJoined);
+  client.on('resumed', onResumed);
+  client.on('gap', onGap);
+  client.on('error', onError);
+  $('conn').onclick = () => client.retryNow();
 
   addRoom(inbox);
   addRoom('@all');
   for (const name of store.get(`rooms/${user}`, [])) if (ROOM_RE.test(name)) addRoom(name);
+  for (const r of rooms.values()) subscribe(r);
   const saved = store.get(`current/${user}`, inbox);
   switchTo(rooms.has(saved) ? saved : inbox);
 
-  // Learn the server clock first (bounded wait), then connect.
-  Promise.race([pollUsers(), new Promise((ok) => setTimeout(ok, 2000))]).then(connect);
-  setInterval(() => { if (welcomed) send({ type: 'ping' }); }, PING_MS);
-  setInterval(tick, 1000);
   setInterval(() => { if (!document.hidden) { pollUsers(); pollMembers(); } }, POLL_MS);
 }
 
