@@ -47,16 +47,22 @@ class Presence:
         expiry = self._expiry()
         inst = self._instance
 
+        keep = int(self._ttl * 2) + 1
+
         async def call() -> None:
             pipe = self._redis.pipeline(transaction=False)
             mapping = {presence_member(u, inst): expiry for u in users}
             if mapping:
                 pipe.zadd(self._keys.presence(), mapping)
+                pipe.expire(self._keys.presence(), keep)
             for room, members in rooms.items():
                 m = {presence_member(u, inst): expiry for u in members}
                 if m:
                     pipe.zadd(self._keys.members(room), m)
-            await pipe.execute()
+                    # A room nobody refreshes any more disappears by itself.
+                    pipe.expire(self._keys.members(room), keep)
+            if len(pipe):
+                await pipe.execute()
 
         await self._policy.run(call)
 
