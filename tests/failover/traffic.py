@@ -262,6 +262,9 @@ def check_account(history: Sequence[dict[str, Any]], raw: Sequence[tuple[str, di
     raw_dup = [c for c, n in raw_cids.items() if n > 1]
     assert not raw_dup, f"{len(raw_dup)} client_ids stored more than once in the stream: {raw_dup[:5]}"
 
+    missing_raw = sorted(set(ids) - {sid for sid, _f in raw}, key=id_key)
+    assert not missing_raw, f"history ids missing from the master's stream: {missing_raw[:5]}"
+
     by_id = {m["id"]: m for m in history}
     sent = [s for p in publishers for s in p.sent]
     unconfirmed = [s.cid for s in sent if not s.ids]
