@@ -54,9 +54,11 @@ class InstanceFactory:
         return inst.start()
 
     def stop_all(self) -> None:
-        for inst in reversed(self.started):
-            if inst.is_running():
-                inst.stop()
+        running = [inst for inst in self.started if inst.is_running()]
+        for inst in running:  # all drain in parallel
+            inst.signal_stop()
+        for inst in running:
+            inst.stop()
         self.started.clear()
 
 

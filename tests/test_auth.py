@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from typing import Any
 
 import jwt as pyjwt
 import pytest
@@ -200,3 +200,25 @@ async def test_refused_connection_is_not_present(ja: Instance) -> None:
 async def _presence_with(inst: Instance, token: str, user: str) -> set[str] | None:
     users = await presence(inst, user=None, token=token)
     return users if user in users else None
+
+
+@pytest.fixture(scope="module")
+def guarded(instance_factory: Any) -> Instance:
+    """A jwt instance that only accepts pages from one origin."""
+    return instance_factory.start(
+        "JO", AUTH_MODE="jwt", JWT_SECRET=SECRET, ALLOWED_ORIGINS="https://chat.example,https://admin.example"
+    )
+
+
+@pytest.mark.parametrize("origin", ["https://evil.example", "http://chat.example", "https://chat.example.evil"])
+async def test_foreign_origin_is_refused(guarded: Instance, origin: str) -> None:
+    outcome = await try_connect(guarded.ws_url(token=make_token("o-user")), origin=origin)
+    assert outcome.kind in ("http", "close"), outcome
+    assert outcome.status in (403, 4403), outcome
+
+
+@pytest.mark.parametrize("origin", ["https://chat.example", "https://admin.example", None])
+async def test_allowed_or_missing_origin_connects(guarded: Instance, origin: str | None) -> None:
+    async with await open_client(guarded, token=make_token("o-user"), origin=origin) as client:
+        assert client.welcome is not None
+        assert client.welcome["user"] == "o-user"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -139,6 +140,11 @@ class Instance:
         self.exit_code = terminate(self.proc, grace)
         RUNNING.pop(self.proc.pid, None)
         return self.exit_code
+
+    def signal_stop(self) -> None:
+        """Send SIGTERM without waiting (to stop several instances at once)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
 
     def kill(self) -> int | None:
         """SIGKILL: the instance disappears without any clean-up."""
