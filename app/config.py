@@ -18,7 +18,7 @@ class ConfigError(ValueError):
     """The configuration cannot work; the instance refuses to start."""
 
 
-def _dotenv(path: Path) -> dict[str, str]:
+def dotenv(path: Path) -> dict[str, str]:
     values: dict[str, str] = {}
     if not path.is_file():
         return values
@@ -83,7 +83,7 @@ def _sentinels(text: str) -> tuple[tuple[str, int], ...]:
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     """Build settings from ``environ`` (default: the process environment)."""
-    env = dict(_dotenv(Path(".env")))
+    env = dict(dotenv(Path(".env")))
     env.update(os.environ if environ is None else environ)
 
     def get(name: str, default: str) -> str:

@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from .config import dotenv
+
 
 def _answers(host: str, port: int) -> bool:
     try:
@@ -52,7 +54,7 @@ def _start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
 
 
 def main() -> None:
-    env = dict(os.environ)
+    env = {**dotenv(Path(".env")), **os.environ}
     redis_proc: subprocess.Popen[bytes] | None = None
     if not env.get("REDIS_URL") and not env.get("REDIS_SENTINELS"):
         if _answers("127.0.0.1", 6379):
@@ -64,9 +66,8 @@ def main() -> None:
     env.setdefault("AUTH_MODE", "none")
     host, port = env.get("HOST", "127.0.0.1"), env.get("PORT", "8000")
     print(f"streamgate: open http://{host}:{port}/ (AUTH_MODE={env['AUTH_MODE']})", flush=True)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app.main:app", "--host", host, "--port", port], env=env
-    )
+    env["HOST"], env["PORT"] = host, port
+    server = subprocess.Popen([sys.executable, "-m", "app"], env=env)
     try:
         server.wait()
     except KeyboardInterrupt:

@@ -12,7 +12,7 @@ from streams.model import is_id
 from streams.retry import StorageUnavailable
 
 from .auth import Principal, Unauthorized, bearer
-from .protocol import decode_json, encode_body, valid_room
+from .protocol import FrameError, checked_body, decode_json, valid_room
 from .service import Forbidden, Service
 from .static import INDEX
 
@@ -122,8 +122,13 @@ async def publish(request: Request, room: str) -> Any:
     if cid is not None and (not isinstance(cid, str) or not 1 <= len(cid) <= 128
                             or not cid.isascii() or not cid.isprintable() or " " in cid):
         raise HTTPError(400, "bad_frame", "'client_id' must be 1-128 printable ASCII characters")
+    svc = _svc(request)
     try:
-        res = await _svc(request).publish(who, room, encode_body(payload["body"]), cid)
+        body = checked_body(payload["body"], cid, svc.settings.max_body_bytes)
+    except FrameError as exc:
+        raise HTTPError(413, exc.code, exc.reason) from None
+    try:
+        res = await svc.publish(who, room, body, cid)
     except Forbidden:
         raise HTTPError(403, "forbidden", "not allowed to publish here") from None
     except StorageUnavailable:

@@ -130,7 +130,11 @@ def _depth(value: Any) -> int:
 def _body(frame: dict[str, Any], ref: str | None, max_bytes: int) -> str:
     if "body" not in frame:
         raise FrameError("bad_frame", "missing field 'body'", ref=ref)
-    body = frame["body"]
+    return checked_body(frame["body"], ref, max_bytes)
+
+
+def checked_body(body: Any, ref: str | None, max_bytes: int) -> str:
+    """Encode a message body, refusing one too deep or too large to store."""
     if _depth(body) > MAX_DEPTH:
         raise FrameError("too_large", f"body nested deeper than {MAX_DEPTH} levels", ref=ref)
     text = encode_body(body)

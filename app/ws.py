@@ -18,7 +18,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from streams.retry import StorageUnavailable
 
 from . import protocol as p
-from .auth import Principal, Unauthorized
+from .auth import CLOCK_LEEWAY_S, Principal, Unauthorized
 from .limits import TokenBucket
 from .outbox import Outbox, TooSlow
 from .service import Forbidden, Service
@@ -170,7 +170,8 @@ class Connection:
         await self._finished.wait()
 
     async def _expire(self, expires_at: float) -> None:
-        await asyncio.sleep(max(0.0, expires_at - time.time()))
+        # The same clock leeway as when the token was checked at connect.
+        await asyncio.sleep(max(0.0, expires_at + CLOCK_LEEWAY_S - time.time()))
         raise _Closed(p.CLOSE_UNAUTHORIZED, "token expired")
 
     async def _close(self, code: int, reason: str) -> None:
