@@ -57,8 +57,9 @@ def main() -> None:
     env = {**dotenv(Path(".env")), **os.environ}
     redis_proc: subprocess.Popen[bytes] | None = None
     if not env.get("REDIS_URL") and not env.get("REDIS_SENTINELS"):
-        if _answers("127.0.0.1", 6379):
-            print("using the Redis on localhost:6379")
+        probe = int(env.get("DEV_REDIS_PROBE_PORT", "6379"))
+        if _answers("127.0.0.1", probe):
+            print(f"using the Redis on localhost:{probe}")
         else:
             redis_proc, port = _start_redis(Path("var/redis").resolve())
             env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
@@ -68,12 +69,20 @@ def main() -> None:
     print(f"streamgate: open http://{host}:{port}/ (AUTH_MODE={env['AUTH_MODE']})", flush=True)
     env["HOST"], env["PORT"] = host, port
     server = subprocess.Popen([sys.executable, "-m", "app"], env=env)
+    # SIGTERM ends this launcher like Ctrl-C does: stop the server (which
+    # drains), then the private Redis, never leaving either behind.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         server.wait()
-    except KeyboardInterrupt:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=15)
+    except (KeyboardInterrupt, SystemExit):
+        pass
     finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                server.kill()
         if redis_proc is not None:
             redis_proc.terminate()
             redis_proc.wait(timeout=10)
