@@ -25,7 +25,7 @@ import redis
 from tests.support.http import history
 from tests.support.timeouts import scaled
 
-from .conftest import KEYS, Instances
+from .apps import KEYS, Instances
 from .topology import Node, Topology
 from .traffic import (
     Publisher,

@@ -16,7 +16,7 @@ import pytest
 
 from tests.support.http import history
 
-from .conftest import KEYS, Instances
+from .apps import KEYS, Instances
 from .topology import Topology
 from .traffic import (
     Publisher,

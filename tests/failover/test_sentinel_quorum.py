@@ -21,7 +21,7 @@ from tests.support.client import ServerError, WsClient
 from tests.support.http import history
 from tests.support.timeouts import scaled
 
-from .conftest import KEYS, Instances
+from .apps import KEYS, Instances
 from .topology import Topology
 from .traffic import stream_entries
 

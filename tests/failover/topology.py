@@ -90,9 +90,11 @@ class Topology:
         args: list[str] = []
         if host != LOOPBACK:
             # Listen on both; use the own address for outgoing replication
-            # connections and announce it, so Sentinel hands it out.
+            # connections and announce it, so Sentinel hands it out. Protected
+            # mode only trusts 127.0.0.1 itself; these addresses exist only
+            # on the loopback of a test's own network namespace.
             args += ["--bind", host, LOOPBACK, "--bind-source-addr", host,
-                     "--replica-announce-ip", host]
+                     "--replica-announce-ip", host, "--protected-mode", "no"]
         return args + list(self.redis_args)
 
     def _start(self, timeout: float) -> None:

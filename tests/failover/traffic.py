@@ -75,20 +75,20 @@ class Publisher:
 
     async def publish_one(self, extra: dict[str, Any] | None = None) -> Sent:
         """Publish one new message, repeating it with the same client_id until stored."""
-        cid = f"{self.name}-{self._n}-{uuid.uuid4().hex[:8]}"
-        body: dict[str, Any] = {"pub": self.name, "n": self._n, "cid": cid, **(extra or {})}
-        self._n += 1
-        sent = Sent(cid, body)
-        self.sent.append(sent)
+        return await self.deliver(self.new_message(extra))
+
+    async def deliver(self, sent: Sent) -> Sent:
+        """Publish ``sent`` until it is confirmed (the same client_id every time)."""
         deadline = time.monotonic() + scaled(self.give_up_after)
         while True:
             if time.monotonic() > deadline:
-                raise AssertionError(f"{self.name}: {cid} not stored after {scaled(self.give_up_after):.0f}s "
-                                     f"({len(sent.unavailable)} unavailable, {self.reconnects} reconnects)")
+                raise AssertionError(f"{self.name}: {sent.cid} not stored after "
+                                     f"{scaled(self.give_up_after):.0f}s ({len(sent.unavailable)} "
+                                     f"unavailable, {self.reconnects} reconnects)")
             try:
                 client = await self._ensure_client()
                 started = time.monotonic()
-                frame = await client.publish(self.room, body, cid, timeout=self.reply_timeout)
+                frame = await client.publish(self.room, sent.body, sent.cid, timeout=self.reply_timeout)
             except ServerError as exc:
                 if exc.code != "unavailable":
                     raise
@@ -99,8 +99,31 @@ class Publisher:
                 await asyncio.sleep(0.05)  # pace reconnects to a dead endpoint
                 continue
             sent.ids.append(frame["id"])
-            sent.confirmed_at = time.monotonic()
+            if sent.confirmed_at is None:
+                sent.confirmed_at = time.monotonic()
             return sent
+
+    async def attempt(self, sent: Sent) -> dict[str, Any]:
+        """Publish ``sent`` once, without repeating; return the answer frame."""
+        client = await self._ensure_client()
+        started = time.monotonic()
+        try:
+            frame = await client.publish(self.room, sent.body, sent.cid, timeout=self.reply_timeout)
+        except ServerError as exc:
+            if exc.code == "unavailable":
+                sent.unavailable.append(time.monotonic() - started)
+            return exc.frame
+        sent.ids.append(frame["id"])
+        sent.confirmed_at = time.monotonic()
+        return frame
+
+    def new_message(self, extra: dict[str, Any] | None = None) -> Sent:
+        """A new message (recorded as sent) for :meth:`attempt` or :meth:`deliver`."""
+        cid = f"{self.name}-{self._n}-{uuid.uuid4().hex[:8]}"
+        sent = Sent(cid, {"pub": self.name, "n": self._n, "cid": cid, **(extra or {})})
+        self._n += 1
+        self.sent.append(sent)
+        return sent
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
