@@ -3,7 +3,8 @@
 Also ``stop NAME`` / ``start NAME`` for one recorded process (drills).
 
 The same topology as docker-compose.sentinel.yml, as processes on 127.0.0.1:
-a Redis master and one replica, three sentinels (quorum 2), N app instances
+a Redis master and its replica(s) (--replicas, default 1), three sentinels
+(quorum 2), N app instances
 (uvicorn, DURABILITY=replica, the master found through Sentinel) and nginx
 in front on one port (--port). Every other port is a free one (procs.free_ports).
 
@@ -13,9 +14,16 @@ port, command, log, start time. ``state.json`` is written after each start,
 so ``down`` can clean up even after an interrupted ``up``; ``down`` signals
 exactly those pids (after checking they were not recycled) and nothing else.
 
-``up`` returns only when the cluster can take a failover: the replica link is
-up and every sentinel sees the master, the replica and the other two
-sentinels. Each ``up`` starts from empty data (ports change every time, so an
+``up`` returns only when the cluster can take a failover: every replica link
+is up and every sentinel sees the master, the replicas and the other two
+sentinels.
+
+Replicas and failover drills: the nodes run with ``min-replicas-to-write 1``
+and the instances with ``DURABILITY=replica``, so a master needs a live
+replica to take writes. With one replica, a failover leaves the new master
+with none, and publishing stops until the old node is back (as a replica).
+``--replicas 2`` keeps publishing through a failover; the failover drill
+(``python -m ops.drill``) needs it. Each ``up`` starts from empty data (ports change every time, so an
 old Sentinel or replica state would point at nothing).
 """
 
@@ -35,7 +43,13 @@ from ops.render import MASTER_NAME
 
 STATE_FILE = "state.json"
 # Sub-directories `up` owns and may clear; nothing else in the state dir is touched.
-_OWNED = ("redis-1", "redis-2", "sentinel-1", "sentinel-2", "sentinel-3", "apps", "nginx")
+# Redis nodes are redis-1 (the first master), redis-2, ... (see _redis_dirs).
+_OWNED = ("sentinel-1", "sentinel-2", "sentinel-3", "apps", "nginx")
+
+
+def _redis_dirs(state_dir: Path) -> list[Path]:
+    return [d for d in state_dir.glob("redis-*")
+            if d.is_dir() and d.name.removeprefix("redis-").isdigit()]
 
 
 class ClusterError(RuntimeError):
@@ -92,8 +106,11 @@ def _start_all(args: argparse.Namespace, state_dir: Path, state: dict[str, objec
     """Start every process in dependency order, waiting for each layer."""
     t = args.timeout
     n = args.instances
-    ports = procs.free_ports(6 + n)
-    redis_ports, sentinel_ports, app_ports = ports[:2], ports[2:5], ports[5:5 + n]
+    nodes = 1 + args.replicas
+    ports = procs.free_ports(nodes + 4 + n)
+    redis_ports = ports[:nodes]
+    sentinel_ports = ports[nodes:nodes + 3]
+    app_ports = ports[nodes + 3:nodes + 3 + n]
     http_port = args.port or ports[-1]
     if args.port and procs.port_open(http_port):
         raise ClusterError(f"port {http_port} is already in use; pass --port 0 for a free one")
@@ -106,19 +123,24 @@ def _start_all(args: argparse.Namespace, state_dir: Path, state: dict[str, objec
     master = record(procs.start_redis(redis_ports[0], state_dir / "redis-1",
                                       name="redis-1", wait=t))
     probes.wait_redis(master.port, t, master)
-    replica = record(procs.start_redis(redis_ports[1], state_dir / "redis-2",
-                                       replicaof=master.port, name="redis-2", wait=t))
-    probes.wait_replica_link(replica.port, t, replica)
+    replicas = [
+        record(procs.start_redis(p, state_dir / f"redis-{i}", replicaof=master.port,
+                                 name=f"redis-{i}", wait=t))
+        for i, p in enumerate(redis_ports[1:], 2)
+    ]
+    for replica in replicas:
+        probes.wait_replica_link(replica.port, t, replica)
 
-    # Sentinels start after the replica link is up: their first INFO of the
-    # master then already lists the replica (otherwise ~10 s until the next).
+    # Sentinels start after the replica links are up: their first INFO of the
+    # master then already lists the replicas (otherwise ~10 s until the next).
     sentinels = [
         record(procs.start_sentinel(p, state_dir / f"sentinel-{i}", master.port,
                                     down_after_ms=args.down_after_ms,
                                     name=f"sentinel-{i}", wait=t))
         for i, p in enumerate(sentinel_ports, 1)
     ]
-    probes.wait_sentinels(sentinel_ports, t, watch=[master, replica, *sentinels])
+    probes.wait_sentinels(sentinel_ports, t, replicas=len(replicas),
+                          watch=[master, *replicas, *sentinels])
 
     apps = [
         record(procs.start_app(p, _app_env(f"app-{i}", sentinel_ports, master.port),
@@ -146,7 +168,7 @@ def up(args: argparse.Namespace) -> int:
               f"run `python -m ops.cluster down --state-dir {state_dir}` first", file=sys.stderr)
         return 1
     state_dir.mkdir(parents=True, exist_ok=True)
-    for sub in _OWNED:
+    for sub in [*_OWNED, *(d.name for d in _redis_dirs(state_dir))]:
         shutil.rmtree(state_dir / sub, ignore_errors=True)
     (state_dir / STATE_FILE).unlink(missing_ok=True)
     state: dict[str, object] = {
@@ -315,6 +337,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     sub = ap.add_subparsers(dest="command", required=True)
     u = sub.add_parser("up", help="start the cluster and wait until it is ready")
     u.add_argument("--instances", type=int, default=3, help="app instances (default 3)")
+    u.add_argument("--replicas", type=int, default=1,
+                   help="Redis replicas (default 1; the failover drill needs 2: with "
+                   "min-replicas-to-write 1 a new master needs a replica left to take writes)")
     u.add_argument("--port", type=int, default=8080, help="nginx port (default 8080; 0 = free)")
     u.add_argument("--timeout", type=float, default=60.0, help="seconds per start-up stage")
     u.add_argument("--app", default="app.main:app", help="ASGI app (default app.main:app)")
@@ -336,6 +361,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.command == "up" and args.instances < 1:
         ap.error("--instances must be at least 1")
+    if args.command == "up" and args.replicas < 1:
+        ap.error("--replicas must be at least 1 (the nodes run with min-replicas-to-write 1)")
     return args
 
 
