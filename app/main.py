@@ -17,6 +17,7 @@ from .drain import Drainer
 from .logs import configure as configure_logs
 from .http import HTTPError, error_response
 from .http import router as http_router
+from .rawsocket import AbortableWebSockets
 from .service import Service
 from .static import STATIC_DIR
 from .ws import router as ws_router
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def _http_error(request: Request, exc: HTTPError):  # type: ignore[no-untyped-def]
         return error_response(exc)
 
+    app.add_middleware(AbortableWebSockets)
     app.include_router(http_router)
     app.include_router(ws_router)
     if STATIC_DIR.is_dir():

@@ -18,6 +18,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from streams.retry import StorageUnavailable
 
 from . import protocol as p
+from .rawsocket import abort
 from .auth import CLOCK_LEEWAY_S, Principal, Unauthorized
 from .limits import TokenBucket
 from .outbox import Outbox, TooSlow
@@ -183,7 +184,9 @@ class Connection:
             async with asyncio.timeout(2.0):
                 await self.ws.close(code, reason)
         except Exception:
-            pass
+            # The close frame could not even be queued: the peer is not
+            # reading. Drop the connection so its buffers are freed now.
+            abort(self.ws.scope)
 
     def reply(self, frame: str, kind: str) -> None:
         if not self.outbox.push(frame):
