@@ -205,6 +205,7 @@ def metered(metrics_factory: InstanceFactory) -> Instance:
         PUBLISH_RATE="1",
         PUBLISH_BURST=str(PUBLISH_BURST),
         MAX_CONNECTIONS=str(MAX_CONNECTIONS),
+        DRAIN_GRACE="0",
     )
 
 
@@ -349,7 +350,7 @@ async def test_every_frame_a_client_receives_is_counted_as_sent_by_type(
         assert seen["message"] == 6 + 5 and seen["joined"] == 2
         await expect_deltas(metered, before, {
             key("websocket_messages_sent_total", type=kind): count for kind, count in seen.items()
-        }, timeout=2)
+        }, timeout=1)
     finally:
         await close_all(metered, clients, base)
 
@@ -450,7 +451,7 @@ async def test_rate_limited_frames_are_counted(metered: Instance, uid: Callable[
 @pytest.fixture(scope="module")
 def queued(metrics_factory: InstanceFactory) -> Instance:
     """A small outbound queue and a one-second stall limit."""
-    return metrics_factory.start("Q", OUTBOUND_QUEUE="8", SLOW_CONSUMER_TIMEOUT="1")
+    return metrics_factory.start("Q", OUTBOUND_QUEUE="8", SLOW_CONSUMER_TIMEOUT="1", DRAIN_GRACE="0")
 
 
 async def test_queue_depth_and_slow_consumer_close_are_counted(

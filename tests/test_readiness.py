@@ -34,7 +34,7 @@ from tests.support.ports import free_port
 from tests.support.processes import kill, tail, terminate
 from tests.test_metrics import Snapshot, scrape, wait_metric
 
-RETRY_BUDGET = "2"
+RETRY_BUDGET = "1"
 
 
 class RestartableRedis(RedisServer):
@@ -71,7 +71,7 @@ def flaky_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Restartabl
 @pytest.fixture(scope="module")
 def watched(flaky_redis: RestartableRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
     factory = InstanceFactory(flaky_redis.url, tmp_path_factory.mktemp("watched"))
-    yield factory.start("R", RETRY_BUDGET=RETRY_BUDGET)
+    yield factory.start("R", RETRY_BUDGET=RETRY_BUDGET, DRAIN_GRACE="0")
     factory.stop_all()
 
 
@@ -153,14 +153,17 @@ async def test_deaf_listener_is_found_by_the_canary_and_readiness_recovers(
         await sub.wait_for_id(room, first["id"])
         before = await scrape(watched)
 
-        await raw.execute_command("CLIENT", "PAUSE", "4500", "WRITE")
-        await wait_readyz(watched, 503, 6)
+        # Paused until the canary has missed (bounded by the wait), not for a guessed time.
+        await raw.execute_command("CLIENT", "PAUSE", "15000", "WRITE")
         await wait_metric(
             watched,
             lambda s: s.value("streamgate_pubsub_canary_missed_total")
             > before.value("streamgate_pubsub_canary_missed_total"),
-            3, "a canary miss counted",
+            10, "a canary miss counted",
         )
+        async with watched.http() as http:
+            assert await readyz(http) == 503, "ready while the listener is deaf"
+        await raw.execute_command("CLIENT", "UNPAUSE")
         await wait_readyz(watched, 200, 10)
 
         snap = await scrape(watched)
@@ -188,7 +191,7 @@ async def test_repeated_pubsub_kills_are_counted_and_readiness_recovers(
         await sub.join(room, since="$")
         before = await scrape(watched)
         published: list[str] = []
-        for n in range(4):
+        for n in range(3):
             mark = await scrape(watched)
             assert int(await raw.execute_command("CLIENT", "KILL", "TYPE", "pubsub")) >= 1
             published.append((await pub.publish(room, {"n": n}, client_id=new_client_id()))["id"])
@@ -200,7 +203,7 @@ async def test_repeated_pubsub_kills_are_counted_and_readiness_recovers(
             )
             await async_wait_until(lambda: _at_least_one(raw), 5, message="Pub/Sub connection back")
         after = await scrape(watched)
-        assert after.value("streamgate_pubsub_reconnects_total") >= before.value("streamgate_pubsub_reconnects_total") + 4
+        assert after.value("streamgate_pubsub_reconnects_total") >= before.value("streamgate_pubsub_reconnects_total") + 3
         await wait_readyz(watched, 200, 5)
         last = await pub.publish(room, {"n": "last"}, client_id=new_client_id())
         await sub.wait_for_id(room, last["id"], timeout=10)
@@ -262,7 +265,8 @@ class ModuleApp:
 
 @pytest.fixture
 def heartbeat_app(redis_server: RedisServer, tmp_path: Path) -> Iterator[ModuleApp]:
-    env = dict(BASE_ENV, REDIS_URL=redis_server.url, HEARTBEAT_INTERVAL="1", INSTANCE_ID="heartbeat")
+    env = dict(BASE_ENV, REDIS_URL=redis_server.url, HEARTBEAT_INTERVAL="1", INSTANCE_ID="heartbeat",
+               DRAIN_GRACE="0")
     app = ModuleApp(tmp_path, env)
     try:
         yield app.start()
