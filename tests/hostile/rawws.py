@@ -216,3 +216,87 @@ class RawWebSocket:
         self.writer.transport.abort()
         with contextlib.suppress(Exception):
             await self.writer.wait_closed()
+
+
+@dataclass
+class Seen:
+    at: float  # time.time() when read
+    frame: dict[str, Any]
+
+
+class Reader:
+    """Reads a RawWebSocket in the background: every text frame parsed as
+    strict JSON and stamped with its arrival time; server pings answered.
+
+    Anything a conforming client could not accept (a binary frame, text that
+    is not strict JSON, a frame that is not an object) is kept in
+    ``violations``; a close frame or the end of the stream ends the reader.
+    """
+
+    def __init__(self, ws: RawWebSocket, name: str = "") -> None:
+        self.ws = ws
+        self.name = name
+        self.seen: list[Seen] = []
+        self.violations: list[str] = []
+        self.close_code: int | None = None
+        self.ended = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._task = asyncio.create_task(self._run(), name=f"raw-reader-{name}")
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                got = await self.ws._recv()
+                if got.opcode == OP_PING:
+                    self.ws.writer.write(frame_bytes(OP_PONG, got.payload))
+                    continue
+                if got.opcode == OP_PONG:
+                    continue
+                if got.opcode == OP_CLOSE:
+                    self.close_code = got.close_code
+                    return
+                if got.opcode != OP_TEXT:
+                    self.violations.append(f"opcode {got.opcode}: {got.payload[:100]!r}")
+                    continue
+                try:
+                    frame = strict_json(got.payload.decode())
+                except ValueError as exc:
+                    self.violations.append(f"not strict JSON ({exc}): {got.payload[:200]!r}")
+                    continue
+                if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+                    self.violations.append(f"not a frame object: {got.payload[:200]!r}")
+                    continue
+                self.seen.append(Seen(time.time(), frame))
+                self._changed.set()
+        except (EOFError, ConnectionError, asyncio.IncompleteReadError):
+            return
+        finally:
+            self.ended.set()
+            self._changed.set()
+
+    def frames(self, kind: str | None = None, room: str | None = None) -> list[dict[str, Any]]:
+        return [s.frame for s in self.seen
+                if (kind is None or s.frame["type"] == kind) and (room is None or s.frame.get("room") == room)]
+
+    def ids(self, room: str) -> list[str]:
+        return [f["id"] for f in self.frames("message", room)]
+
+    async def wait_for(self, predicate: Any, timeout: float, what: str = "condition") -> Any:
+        deadline = time.monotonic() + scaled(timeout)
+        while True:
+            value = predicate()
+            if value:
+                return value
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{self.name}: {what} not met within {scaled(timeout):.1f}s "
+                                     f"(ended={self.ended.is_set()}, close={self.close_code})")
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(remaining, 0.1))
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        await self.ws.aclose()
