@@ -151,6 +151,8 @@ class Connection:
             return exc.code, exc.reason
         if task.cancelled():
             return 1000, ""
+        if isinstance(exc, OSError):
+            return 1000, ""  # the client went away while we were writing
         if exc is not None and not isinstance(exc, WebSocketDisconnect):
             log.error("connection failed", exc_info=exc, extra={"user": self.who.user})
             return 1011, "internal error"
