@@ -6,6 +6,10 @@ clients are connected to it and one of its publishes is held in flight by
 be answered and stored once, sockets must close with 1012 and the process must
 exit within 10 s; the clients then resume on B with `since` and, together with
 what they got from A, must hold exactly the room's history.
+
+The same bounds must hold when Redis stops confirming writes altogether: the
+instance still exits within 10 s and tells the client its publish is
+`unavailable` instead of leaving it unanswered.
 """
 
 from __future__ import annotations
