@@ -187,6 +187,8 @@ class RawWebSocket:
             got = await asyncio.wait_for(self._recv(), max(deadline - time.monotonic(), 0.001))
             if got.opcode == OP_CLOSE:
                 raise AssertionError(f"closed with {got.close_code} while waiting for {kind!r}")
+            if got.opcode in (OP_PING, OP_PONG):
+                continue
             frame = got.json()
             if frame.get("type") == kind:
                 return frame
