@@ -276,11 +276,12 @@ function onJoined({ room, replayed }) {
   if (r.fresh) { note(r, `joined ${label(r.name)}`); r.fresh = false; }
   if (replayed > 0) note(r, `resumed ${replayed} missed message${replayed === 1 ? '' : 's'}`);
   renderRooms();
+  if (room === current) pollMembers();
 }
 
 function onResumed({ replayed, reconnect }) {
-  if (!reconnect && replayed === 0) return;
-  banner(`Resumed ${replayed} missed message${replayed === 1 ? '' : 's'}`, 'ok');
+  if (replayed > 0) banner(`Resumed ${replayed} missed message${replayed === 1 ? '' : 's'}`, 'ok');
+  else if (reconnect) banner('Reconnected · no messages missed', 'ok');
 }
 
 function onGap({ room }) {

@@ -277,6 +277,7 @@ export class StreamgateClient extends EventTarget {
     if (typeof room !== 'string' || !ROOM_RE.test(room) || (room.startsWith('@') && room.slice(1) === '')) {
       return Promise.reject(new StreamgateError('invalid_room', 'invalid room name', room));
     }
+    if (this.#stopped && this.#closedOnce) return Promise.reject(new StreamgateError('closed', 'the client was closed', room));
     if (since != null && since !== '$' && !isId(since)) {
       return Promise.reject(new StreamgateError('bad_frame', 'since must be "$", "0" or a message id', room));
     }

@@ -1,0 +1,279 @@
+// Unit tests of app/static/streamgate.js under node (node --test), against a
+// scripted in-memory WebSocket: the protocol logic the browser test cannot
+// force (duplicates, out-of-order ids, refusals, retries) without a browser.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { StreamgateClient, compareIds, isId } from '../../app/static/streamgate.js';
+
+// ---- a scripted WebSocket ------------------------------------------------------------
+
+const sockets = [];
+
+class FakeSocket {
+  constructor(url) {
+    this.url = new URL(url);
+    this.readyState = 0;
+    this.sent = [];
+    this.onmessage = this.onclose = this.onerror = null;
+    sockets.push(this);
+  }
+  send(text) {
+    if (this.readyState !== 1) throw new Error('not open');
+    this.sent.push(JSON.parse(text));
+  }
+  close() {
+    this.readyState = 3;
+  }
+  // server side
+  accept(user = this.url.searchParams.get('user') || 'u', instance = 'A') {
+    this.readyState = 1;
+    this.push({ type: 'welcome', user, instance, protocol: 1 });
+  }
+  push(frame) {
+    this.onmessage?.({ data: JSON.stringify(frame) });
+  }
+  drop(code = 1006, reason = '') {
+    this.readyState = 3;
+    this.onclose?.({ code, reason });
+  }
+  frames(type) {
+    return this.sent.filter((f) => f.type === type);
+  }
+}
+
+class MemoryStorage {
+  constructor() { this.map = new Map(); }
+  getItem(k) { return this.map.has(k) ? this.map.get(k) : null; }
+  setItem(k, v) { this.map.set(k, String(v)); }
+  removeItem(k) { this.map.delete(k); }
+}
+
+async function until(predicate, what, timeout = 2000) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const v = predicate();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((ok) => setTimeout(ok, 2));
+  }
+}
+
+const last = () => sockets[sockets.length - 1];
+
+function make(options = {}) {
+  sockets.length = 0;
+  const c = new StreamgateClient({
+    url: 'ws://127.0.0.1:1/ws', user: 'alice', WebSocket: FakeSocket, storage: new MemoryStorage(),
+    backoffInitial: 10, backoffMax: 40, ...options,
+  });
+  const seen = { message: [], joined: [], state: [], gap: [], error: [], resumed: [] };
+  for (const type of Object.keys(seen)) c.on(type, (d) => seen[type].push(d));
+  return { c, seen };
+}
+
+async function connected(c, n = 1) {
+  await until(() => sockets.length >= n && last().readyState === 0, `socket #${n}`);
+  last().accept();
+  return last();
+}
+
+// ---- ids ---------------------------------------------------------------------------------
+
+test('ids compare numerically as (ms, seq) pairs', () => {
+  const table = [
+    ['9-0', '10-0', -1], ['10-0', '9-0', 1], ['5-10', '5-9', 1], ['5-0', '5', 0],
+    ['0', '0-0', 0], ['18446744073709551615-1', '18446744073709551615-0', 1],
+    ['18446744073709551614-9', '18446744073709551615-0', -1], ['007-1', '7-1', 0],
+  ];
+  for (const [a, b, want] of table) assert.equal(compareIds(a, b), want, `${a} vs ${b}`);
+  assert.ok(isId('1-2') && isId('3') && !isId('1-') && !isId('-1') && !isId('a-1') && !isId(5));
+  assert.throws(() => compareIds('x', '1-0'), TypeError);
+});
+
+// ---- delivery ------------------------------------------------------------------------
+
+test('delivers each message once and in order, resumes after a drop', async () => {
+  const { c, seen } = make();
+  let ws = await connected(c);
+  const joined = c.join('r1');
+  await until(() => ws.frames('join').length === 1, 'join frame');
+  assert.deepEqual(ws.frames('join')[0], { type: 'join', room: 'r1' });
+  ws.push({ type: 'joined', room: 'r1', replayed: 0, recovered: true, last_id: '5-0' });
+  assert.equal((await joined).lastId, '5-0');
+  for (const id of ['6-0', '6-0', '5-3', '9-0', '10-0', '9-5', '10-0']) {
+    ws.push({ type: 'message', room: 'r1', id, from: 'bob', body: id, ts: 1 });
+  }
+  assert.deepEqual(seen.message.map((m) => m.id), ['6-0', '9-0', '10-0']);
+  assert.equal(c.lastId('r1'), '10-0');
+
+  ws.drop(1012, 'restarting');
+  assert.equal(c.state, 'reconnecting');
+  ws = await connected(c, 2);
+  assert.deepEqual(ws.frames('join'), [{ type: 'join', room: 'r1', since: '10-0' }]);
+  // the replay may repeat what was already delivered: dropped
+  for (const id of ['10-0', '11-0', '12-0']) ws.push({ type: 'message', room: 'r1', id, from: 'bob', body: id, ts: 1 });
+  ws.push({ type: 'joined', room: 'r1', replayed: 2, recovered: true, last_id: '12-0' });
+  ws.push({ type: 'message', room: 'r1', id: '13-0', from: 'bob', body: 'live', ts: 1 });
+  assert.deepEqual(seen.message.map((m) => m.id), ['6-0', '9-0', '10-0', '11-0', '12-0', '13-0']);
+  assert.deepEqual(seen.message.map((m) => m.replayed), [false, false, false, true, true, false]);
+  assert.equal(seen.joined.at(-1).replayed, 2);
+  assert.equal(seen.joined.at(-1).rejoin, true);
+  assert.deepEqual(seen.resumed.at(-1), { replayed: 2, rooms: { r1: 2 }, reconnect: true });
+  assert.deepEqual(seen.state.map((s) => s.state), ['connecting', 'open', 'reconnecting', 'open']);
+  c.close();
+  assert.equal(c.state, 'closed');
+});
+
+test('a quiet room resumes from joined.last_id, also after a reload', async () => {
+  const storage = new MemoryStorage();
+  let { c } = make({ storage });
+  let ws = await connected(c);
+  c.join('quiet');
+  await until(() => ws.frames('join').length, 'join');
+  ws.push({ type: 'joined', room: 'quiet', replayed: 0, recovered: true, last_id: '42-7' });
+  assert.equal(storage.getItem('streamgate:last/alice/quiet'), '42-7');
+  ws.drop(1006);
+  ws = await connected(c, 2);
+  assert.deepEqual(ws.frames('join'), [{ type: 'join', room: 'quiet', since: '42-7' }]);
+  c.close();
+
+  // a new page with the same storage and user
+  ({ c } = make({ storage }));
+  c.join('quiet').catch(() => {});   // never answered here
+  ws = await connected(c);
+  assert.deepEqual(ws.frames('join'), [{ type: 'join', room: 'quiet', since: '42-7' }]);
+  ws.push({ type: 'message', room: 'quiet', id: '50-0', from: 'bob', body: 1, ts: 1 });
+  assert.equal(storage.getItem('streamgate:last/alice/quiet'), '50-0');
+  // another user's resume points are separate
+  c.close();
+  ({ c } = make({ storage, user: 'bob' }));
+  const unanswered = c.join('quiet');
+  ws = await connected(c);
+  assert.deepEqual(ws.frames('join'), [{ type: 'join', room: 'quiet' }]);
+  c.close();
+  await assert.rejects(unanswered, (e) => e.code === 'closed');
+});
+
+test('explicit since starts over; a gap is reported and the server position adopted', async () => {
+  const { c, seen } = make();
+  const ws = await connected(c);
+  c.join('g');
+  await until(() => ws.frames('join').length, 'join');
+  ws.push({ type: 'joined', room: 'g', replayed: 0, recovered: true, last_id: '100-0' });
+  c.join('g', { since: '0' });
+  assert.deepEqual(ws.frames('join').at(-1), { type: 'join', room: 'g', since: '0' });
+  ws.push({ type: 'message', room: 'g', id: '1-0', from: 'x', body: 1, ts: 1 });
+  ws.push({ type: 'joined', room: 'g', replayed: 1, recovered: false, last_id: '1-0' });
+  assert.deepEqual(seen.message.map((m) => m.id), ['1-0']);
+  assert.deepEqual(seen.gap, [{ room: 'g', recovered: false, lastId: '1-0' }]);
+  c.close();
+});
+
+// ---- publishing ------------------------------------------------------------------------
+
+test('publish is resent with the same client_id after a drop and on unavailable', async () => {
+  const { c, seen } = make();
+  const p = c.publish('r', { text: 'hi' });   // queued: not connected yet
+  let ws = await connected(c);
+  const [first] = ws.frames('publish');
+  assert.equal(first.room, 'r');
+  assert.deepEqual(first.body, { text: 'hi' });
+  assert.ok(first.client_id);
+  ws.drop(1006);
+  ws = await connected(c, 2);
+  assert.deepEqual(ws.frames('publish'), [first]);
+  ws.push({ type: 'error', code: 'unavailable', reason: 'x', ref: first.client_id });
+  await until(() => ws.frames('publish').length === 2, 'resend after unavailable');
+  assert.deepEqual(ws.frames('publish')[1], first);
+  ws.push({ type: 'published', room: 'r', id: '7-0', client_id: first.client_id, duplicate: false });
+  ws.push({ type: 'published', room: 'r', id: '7-0', client_id: first.client_id, duplicate: true });
+  assert.equal(await p, '7-0');
+  assert.equal(c.pendingCount, 0);
+  assert.equal(seen.error[0].retrying, true);
+
+  const d = c.direct('bob', 'psst');
+  const b = c.broadcast('all');
+  const [df, bf] = ws.sent.slice(-2);
+  assert.equal(df.type, 'direct');
+  assert.equal(df.to, 'bob');
+  assert.equal(bf.type, 'broadcast');
+  ws.push({ type: 'error', code: 'forbidden', reason: 'no', ref: bf.client_id });
+  ws.push({ type: 'published', room: '@bob', id: '8-0', client_id: df.client_id, duplicate: false });
+  assert.equal(await d, '8-0');
+  await assert.rejects(b, (e) => e.code === 'forbidden');
+  await assert.rejects(c.publish('r', 'x'.repeat(70000)), (e) => e.code === 'too_large');
+  await assert.rejects(c.publish('bad room', 'x'), (e) => e.code === 'invalid_room');
+  await assert.rejects(c.publish('r', undefined), (e) => e.code === 'bad_frame');
+  const pending = c.publish('r', 'left hanging');
+  c.close();
+  await assert.rejects(pending, (e) => e.code === 'closed');
+});
+
+test('acks: explicit ones are sent after reconnecting, auto ones coalesced', async () => {
+  const { c } = make({ autoAck: true, autoAckDelay: 20 });
+  c.ack('r', '3-0');
+  let ws = await connected(c);
+  assert.deepEqual(ws.frames('ack'), [{ type: 'ack', room: 'r', id: '3-0' }]);
+  c.join('r');
+  ws.push({ type: 'joined', room: 'r', replayed: 0, recovered: true, last_id: '3-0' });
+  for (const id of ['4-0', '5-0', '6-0']) ws.push({ type: 'message', room: 'r', id, from: 'b', body: 0, ts: 1 });
+  await until(() => ws.frames('ack').length === 2, 'auto ack');
+  assert.deepEqual(ws.frames('ack')[1], { type: 'ack', room: 'r', id: '6-0' });
+  c.close();
+});
+
+// ---- refusals ----------------------------------------------------------------------------
+
+test('4401 asks the tokenProvider again; 4403 is fatal', async () => {
+  let n = 0;
+  const { c, seen } = make({ user: undefined, tokenProvider: async () => `tok${++n}` });
+  await until(() => sockets.length === 1, 'socket');
+  assert.equal(sockets[0].url.searchParams.get('token'), 'tok1');
+  sockets[0].drop(4401, 'expired');
+  await until(() => sockets.length === 2, 'second socket');
+  assert.equal(sockets[1].url.searchParams.get('token'), 'tok2');
+  sockets[1].accept('carol');
+  assert.equal(c.user, 'carol');
+  sockets[1].drop(4403, 'origin');
+  assert.equal(c.state, 'closed');
+  assert.equal(seen.error.at(-1).fatal, true);
+  await new Promise((ok) => setTimeout(ok, 60));
+  assert.equal(sockets.length, 2, 'no reconnect after 4403');
+});
+
+test('4401 without a tokenProvider is fatal; 1013 and 4408 reconnect', async () => {
+  let { c, seen } = make();
+  await connected(c);
+  last().drop(4408, 'too slow');
+  await connected(c, 2);
+  last().drop(1013, 'full');
+  await until(() => sockets.length === 3, 'reconnect after 1013');
+  last().drop(4401, 'unauthorized');
+  assert.equal(c.state, 'closed');
+  assert.equal(seen.error.at(-1).code, 'unauthorized');
+});
+
+test('join refused by the server rejects; unavailable is retried', async () => {
+  const { c } = make();
+  const ws = await connected(c);
+  const j = c.join('secret');
+  ws.push({ type: 'error', code: 'forbidden', reason: 'no', ref: 'secret' });
+  await assert.rejects(j, (e) => e.code === 'forbidden');
+  assert.deepEqual(c.rooms, []);
+  const k = c.join('busy');
+  ws.push({ type: 'error', code: 'unavailable', reason: 'later', ref: 'busy' });
+  await until(() => ws.frames('join').filter((f) => f.room === 'busy').length === 2, 'join retry');
+  ws.push({ type: 'joined', room: 'busy', replayed: 0, recovered: true, last_id: '1-0' });
+  assert.equal((await k).room, 'busy');
+  c.close();
+});
+
+test('a silent socket is dropped and replaced', async () => {
+  const { c } = make({ connectTimeout: 50 });
+  await until(() => sockets.length === 1, 'socket');
+  // never accepted: the watchdog (1 s tick) gives up and reconnects
+  await until(() => sockets.length === 2, 'reconnect after silence', 3000);
+  c.close();
+});
