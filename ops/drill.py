@@ -118,7 +118,11 @@ async def _traffic_through_fault(view: ClusterView, fault: str, traffic: Traffic
             raise DrillError("no publish was confirmed within 30 s: the cluster takes no writes")
         await asyncio.sleep(0.05)
     ctx = {"room": traffic.room, "clients": _clients_by_instance(traffic)}
+    wall = time.time()
     result: FaultResult = await asyncio.to_thread(INJECT[fault], view, **ctx)
+    # Wall-clock time of the fault, to match against the nodes' logs.
+    result.figures = {"injected at": time.strftime("%H:%M:%S", time.localtime(wall))
+                      + f".{int(wall * 1000) % 1000:03d}", **result.figures}
     left = max(t0 + opts.duration, result.ended + MIN_AFTER_FAULT_S) - time.monotonic()
     if left > 0:
         await asyncio.sleep(left)  # the traffic schedule, not a synchronisation
@@ -267,6 +271,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     where.add_argument("--own", action="store_true",
                        help="start a private cluster (2 replicas) for the drill, stop it after")
     ap.add_argument("--instances", type=int, default=3, help="app instances with --own")
+    ap.add_argument("--keep-logs", action="store_true",
+                    help="with --own: keep the cluster's state dir (every node's log) afterwards")
     ap.add_argument("--token", default=os.environ.get("STREAMGATE_DRILL_TOKEN"),
                     help="JWT for AUTH_MODE=jwt clusters (default $STREAMGATE_DRILL_TOKEN)")
     ap.add_argument("--json", type=Path, default=None, help="also write the report as JSON")
@@ -320,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
             left = stop_own_cluster(own_dir)
             if left:
                 print(f"could not stop: {[p.name for p in left]}; logs in {own_dir}", file=sys.stderr)
+            elif args.keep_logs:
+                print(f"logs kept in {own_dir}", file=sys.stderr)
             else:
                 shutil.rmtree(own_dir, ignore_errors=True)
     print(format_report(reports, opts, where))

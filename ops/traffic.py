@@ -34,7 +34,6 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,12 +138,6 @@ class PublishRecord:
     attempts: int = 0
     retries: Counter[str] = field(default_factory=Counter)  # reason -> count
 
-    @property
-    def latency(self) -> float | None:
-        if self.first_sent is None or self.confirmed_at is None:
-            return None
-        return self.confirmed_at - self.first_sent
-
 
 class _Retry(Exception):
     def __init__(self, reason: str, drop: bool = False) -> None:
@@ -208,18 +201,12 @@ class Publisher:
                 rec.attempts += 1
                 await ws.send(frame)
                 answer = await self._answer(ws, rec.client_id)
-            except _Retry as r:
-                rec.retries[r.reason] += 1
-                if r.drop:
+            except (_Retry, *SOCKET_ERRORS) as exc:
+                retry = exc if isinstance(exc, _Retry) else _Retry("connection", drop=True)
+                rec.retries[retry.reason] += 1
+                if retry.drop:
                     await _abort(self._ws)
                     self._ws = None
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.limits.backoff_max)
-                continue
-            except SOCKET_ERRORS:
-                rec.retries["connection"] += 1
-                await _abort(self._ws)
-                self._ws = None
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.limits.backoff_max)
                 continue
@@ -337,7 +324,16 @@ class Subscriber:
         return self.first_since
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Stay joined until ``stop``; resume after every drop."""
+        """Stay joined until ``stop``; resume after every drop.
+
+        Never raises: a failure it cannot resume from ends up in ``gave_up``.
+        """
+        try:
+            await self._run(stop)
+        except Exception as exc:  # noqa: BLE001 - recorded, and reported as a finding
+            self.gave_up = f"crashed: {exc!r}"
+
+    async def _run(self, stop: asyncio.Event) -> None:
         failing_since: float | None = None
         backoff = self.limits.backoff
         connected_before = False
@@ -470,8 +466,8 @@ class Traffic:
     subscribers: int = 3
     rate: float = 50.0  # messages per second, per publisher
     limits: Limits = field(default_factory=Limits)
-    pubs: list[Publisher] = field(default_factory=list)
-    subs: list[Subscriber] = field(default_factory=list)
+    pubs: list[Publisher] = field(init=False)
+    subs: list[Subscriber] = field(init=False)
 
     def __post_init__(self) -> None:
         tag = uuid.uuid4().hex[:4]
@@ -552,6 +548,3 @@ async def _wait(event: asyncio.Event, seconds: float) -> None:
     except TimeoutError:
         pass
 
-
-def all_received(subs: Sequence[Subscriber]) -> int:
-    return sum(len(s.received) for s in subs)
