@@ -1,0 +1,553 @@
+"""The load generator's clients: subscribers that account for every delivery,
+publishers that stamp every message, and the subscriber worker process.
+
+Speed matters here more than anywhere else in ops/: a generator that cannot
+keep up inflates the latencies it reports. So subscribers use picows (a
+Cython WebSocket client whose frame callback runs straight from the event
+loop, no per-frame task or queue) on uvloop, and all bookkeeping for one
+delivery is a handful of list and integer operations (:meth:`Tally.on_text`).
+``--client websockets`` swaps in the pure-Python websockets client, for
+comparison and for machines without picows.
+
+Clock: the publisher writes ``time.monotonic_ns()`` into each body and the
+subscriber compares it with its own ``time.monotonic_ns()``. On Linux that
+is CLOCK_MONOTONIC, one clock for every process on the host, so the
+publisher and subscriber processes may differ and the latency is still
+exact; the generator must therefore run on one host (it does: loopback).
+
+Accounting, per subscriber: every message body carries ``(publisher, seq,
+send time, step)``. A bitmap per publisher marks the seqs received, so a
+second arrival is a duplicate; stream ids must strictly increase, so a
+smaller one is a disorder; and the first id seen for each ``(publisher,
+seq)`` in this process must be the id every other subscriber sees too. Loss
+is computed later against the ids the publishers had confirmed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from ops.loadtest_stats import BUCKETS, SUB, SUB_BITS, new_hist, sparse
+from ops.traffic import Endpoint
+
+try:  # the fast client; the websockets fallback needs nothing extra
+    from picows import WSListener, WSMsgType, WSTransport, ws_connect
+
+    HAVE_PICOWS = True
+except ImportError:  # pragma: no cover - exercised only where picows is missing
+    HAVE_PICOWS = False
+    WSListener = object  # type: ignore[misc,assignment]
+
+_mono = time.monotonic_ns
+_loads = orjson.loads
+_TWO_SUB = 2 * SUB
+_LAST_BUCKET = BUCKETS - 1
+
+
+def raise_nofile(wanted: int = 65536) -> int:
+    """Raise this process's open-file limit towards ``wanted`` (children inherit it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def use_uvloop() -> None:
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:  # pragma: no cover
+        pass
+
+
+# --- subscribers ------------------------------------------------------------------
+
+
+@dataclass(slots=True, eq=False)
+class SubState:
+    """Everything one subscriber saw."""
+
+    name: str
+    room: str
+    url: str
+    instance: str | None = None
+    join_id: str | None = None
+    last_ms: int = -1  # the last stream id, as (ms, seq)
+    last_seq: int = -1
+    received: int = 0
+    duplicates: int = 0
+    disorder: int = 0
+    foreign: int = 0  # frames that are not ours (other rooms, other bodies)
+    errors: list[str] = field(default_factory=list)
+    bits: dict[int, bytearray] = field(default_factory=dict)
+    close_code: int | None = None
+    closed: bool = False
+    joined: asyncio.Future[None] | None = None
+
+
+class Tally:
+    """One process's delivery accounting: the hot path of the generator."""
+
+    def __init__(self) -> None:
+        self.t0 = _mono()
+        self.step_hist: dict[int, list[int]] = {}
+        self.step_max: dict[int, int] = {}
+        self.step_count: dict[int, int] = {}
+        self.sec_hist: dict[int, list[int]] = {}
+        self.ids: dict[int, str] = {}
+        self.id_mismatch = 0
+        self.delivered = 0
+
+    def on_text(self, s: SubState, data: bytes | str) -> None:
+        now = _mono()
+        try:
+            m = _loads(data)
+            kind = m["type"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            s.foreign += 1
+            return
+        if kind != "message":
+            self._control(s, m, kind)
+            return
+        try:
+            body = m["body"]
+            pub = body["p"]
+            seq = body["s"]
+            sent = body["t"]
+            step = body["k"]
+            sid = m["id"]
+        except (KeyError, TypeError):
+            s.foreign += 1
+            return
+        if m["room"] != s.room:
+            s.foreign += 1
+            return
+        bm = s.bits.get(pub)
+        byte = seq >> 3
+        if bm is None:
+            bm = s.bits[pub] = bytearray(max(1024, byte + 1024))
+        elif byte >= len(bm):
+            bm.extend(bytes(byte + 1024 - len(bm)))
+        mask = 1 << (seq & 7)
+        if bm[byte] & mask:
+            s.duplicates += 1
+            return
+        bm[byte] |= mask
+        s.received += 1
+        self.delivered += 1
+        ms, _, sq = sid.partition("-")
+        ms_i, sq_i = int(ms), int(sq)
+        if ms_i > s.last_ms or (ms_i == s.last_ms and sq_i > s.last_seq):
+            s.last_ms, s.last_seq = ms_i, sq_i
+        else:
+            s.disorder += 1
+        key = (pub << 40) | seq
+        first = self.ids.setdefault(key, sid)
+        if first is not sid and first != sid:
+            self.id_mismatch += 1
+        us = (now - sent) // 1000
+        if us < _TWO_SUB:
+            idx = us if us > 0 else 0
+        else:
+            shift = us.bit_length() - SUB_BITS - 1
+            idx = shift * SUB + (us >> shift)
+            if idx > _LAST_BUCKET:
+                idx = _LAST_BUCKET
+        h = self.step_hist.get(step)
+        if h is None:
+            h = self.step_hist[step] = new_hist()
+            self.step_max[step] = 0
+            self.step_count[step] = 0
+        h[idx] += 1
+        self.step_count[step] += 1
+        if us > self.step_max[step]:
+            self.step_max[step] = us
+        sec = (now - self.t0) // 1_000_000_000
+        h = self.sec_hist.get(sec)
+        if h is None:
+            h = self.sec_hist[sec] = new_hist()
+        h[idx] += 1
+
+    def _control(self, s: SubState, m: dict[str, Any], kind: str) -> None:
+        if kind == "welcome":
+            s.instance = str(m.get("instance"))
+        elif kind == "joined" and m.get("room") == s.room:
+            s.join_id = str(m.get("last_id"))
+            if s.joined is not None and not s.joined.done():
+                s.joined.set_result(None)
+        elif kind == "error":
+            s.errors.append(str(m.get("code")))
+            if s.joined is not None and not s.joined.done():
+                s.joined.set_exception(RuntimeError(f"join refused: {m.get('code')}"))
+        else:
+            s.foreign += 1
+
+
+class _PicoSub(WSListener):  # type: ignore[misc,valid-type]
+    def __init__(self, tally: Tally, state: SubState) -> None:
+        self.tally = tally
+        self.state = state
+
+    def on_ws_frame(self, transport: WSTransport, frame: Any) -> None:
+        t = frame.msg_type
+        if t == WSMsgType.TEXT:
+            self.tally.on_text(self.state, frame.get_payload_as_bytes())
+        elif t == WSMsgType.CLOSE:
+            self.state.close_code = frame.get_close_code()
+            transport.send_close(frame.get_close_code())
+            transport.disconnect()
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        s = self.state
+        s.closed = True
+        if s.joined is not None and not s.joined.done():
+            s.joined.set_exception(ConnectionError("closed before joined"))
+
+
+class Connection:
+    """A subscriber's socket, whichever client library runs it."""
+
+    def __init__(self, state: SubState, close: Callable[[], None]) -> None:
+        self.state = state
+        self.close = close
+
+
+def _headers(endpoint: Endpoint) -> dict[str, str]:
+    return {"Sec-WebSocket-Protocol": ", ".join(endpoint.subprotocols())}
+
+
+async def open_subscriber(tally: Tally, state: SubState, endpoint: Endpoint, *,
+                          client: str = "picows", since: str = "$",
+                          timeout: float = 30.0) -> Connection:
+    """Connect, join ``state.room`` from ``since`` and return once ``joined`` came."""
+    loop = asyncio.get_running_loop()
+    state.joined = loop.create_future()
+    join = orjson.dumps({"type": "join", "room": state.room, "since": since})
+    url = endpoint.ws_url(state.name)
+    async with asyncio.timeout(timeout):
+        if client == "picows":
+            transport, _ = await ws_connect(
+                lambda: _PicoSub(tally, state), url, websocket_handshake_timeout=timeout,
+                extra_headers=_headers(endpoint), enable_auto_pong=True)
+            transport.send(WSMsgType.TEXT, join)
+            conn = Connection(state, lambda: transport.disconnect(graceful=False))
+        else:
+            conn = await _open_websockets(tally, state, endpoint, url, join)
+        try:
+            await state.joined
+        except BaseException:
+            conn.close()
+            raise
+    return conn
+
+
+async def _open_websockets(tally: Tally, state: SubState, endpoint: Endpoint, url: str,
+                           join: bytes) -> Connection:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    ws = await connect(url, subprotocols=endpoint.subprotocols(),  # type: ignore[arg-type]
+                       proxy=None, max_queue=None, ping_interval=None, compression=None)
+
+    async def pump() -> None:
+        try:
+            async for raw in ws:
+                tally.on_text(state, raw)
+        except ConnectionClosed:
+            pass
+        finally:
+            state.closed = True
+            state.close_code = ws.close_code
+            if state.joined is not None and not state.joined.done():
+                state.joined.set_exception(ConnectionError("closed before joined"))
+
+    task = asyncio.create_task(pump())
+    await ws.send(join.decode())
+
+    def close() -> None:
+        task.cancel()
+        ws.transport.abort()
+
+    return Connection(state, close)
+
+
+async def open_many(tally: Tally, states: Sequence[SubState], endpoints: dict[str, Endpoint], *,
+                    client: str, concurrency: int, since: str = "$", timeout: float = 30.0,
+                    on_progress: Callable[[int, int], None] | None = None,
+                    ) -> tuple[list[Connection], list[str]]:
+    """Open every subscriber, ``concurrency`` handshakes at a time; return the
+    connections and one error text per subscriber that could not join."""
+    sem = asyncio.Semaphore(concurrency)
+    conns: list[Connection] = []
+    errors: list[str] = []
+
+    async def one(st: SubState) -> None:
+        async with sem:
+            try:
+                conns.append(await open_subscriber(tally, st, endpoints[st.url], client=client,
+                                                   since=since, timeout=timeout))
+            except Exception as exc:  # noqa: BLE001 - counted and reported, not fatal
+                errors.append(f"{st.name}: {type(exc).__name__}: {exc}")
+            if on_progress is not None:
+                on_progress(len(conns), len(errors))
+
+    await asyncio.gather(*(one(st) for st in states))
+    return conns, errors
+
+
+# --- publishers -------------------------------------------------------------------
+
+
+class Publisher:
+    """Publishes stamped messages without waiting for each answer (pipelined).
+
+    Record per seq: send time, step, and the id from ``published``. On
+    ``rate_limited`` / ``unavailable`` the same ``client_id`` is sent again
+    after ``retry_after`` seconds (safe by the contract), at most
+    ``max_attempts`` times.
+    """
+
+    def __init__(self, index: int, room: str, endpoint: Endpoint, *, pad: int = 0,
+                 retry_after: float = 0.1, max_attempts: int = 20) -> None:
+        self.index = index
+        self.room = room
+        self.endpoint = endpoint
+        self.user = f"lt-pub-{index}-{uuid.uuid4().hex[:6]}"
+        self.run = uuid.uuid4().hex[:8]
+        self.pad = "x" * pad
+        self.sent_ns: list[int] = []
+        self.steps: list[int] = []
+        self.ids: list[str | None] = []
+        self.ack_ns: list[int] = []
+        self.errors: dict[str, int] = {}
+        self.attempts: dict[int, int] = {}
+        self.retry_after = retry_after
+        self.max_attempts = max_attempts
+        self.transport: Any = None
+        self.closed = False
+        self._welcome: asyncio.Future[None] | None = None
+        self._ws: Any = None
+
+    @property
+    def confirmed(self) -> int:
+        return sum(1 for i in self.ids if i is not None)
+
+    @property
+    def outstanding(self) -> int:
+        return len(self.ids) - self.confirmed - sum(
+            1 for seq, n in self.attempts.items() if n < 0)
+
+    async def connect(self, client: str = "picows", timeout: float = 10.0) -> None:
+        loop = asyncio.get_running_loop()
+        self._welcome = loop.create_future()
+        url = self.endpoint.ws_url(self.user)
+        async with asyncio.timeout(timeout):
+            if client == "picows":
+                pub = self
+
+                class _L(WSListener):  # type: ignore[misc,valid-type]
+                    def on_ws_frame(self, transport: WSTransport, frame: Any) -> None:
+                        if frame.msg_type == WSMsgType.TEXT:
+                            pub.on_text(frame.get_payload_as_bytes())
+
+                    def on_ws_disconnected(self, transport: WSTransport) -> None:
+                        pub.closed = True
+
+                self.transport, _ = await ws_connect(
+                    _L, url, websocket_handshake_timeout=timeout,
+                    extra_headers=_headers(self.endpoint))
+            else:
+                from websockets.asyncio.client import connect
+
+                self._ws = await connect(url, subprotocols=self.endpoint.subprotocols(),  # type: ignore[arg-type]
+                                         proxy=None, max_queue=None, ping_interval=None)
+
+                async def pump() -> None:
+                    try:
+                        async for raw in self._ws:
+                            self.on_text(raw)
+                    except Exception:  # noqa: BLE001 - a drop shows as unconfirmed messages
+                        pass
+                    self.closed = True
+
+                self._pump = asyncio.create_task(pump())
+            await self._welcome
+
+    def _send_raw(self, frame: bytes) -> None:
+        if self.transport is not None:
+            self.transport.send(WSMsgType.TEXT, frame)
+        else:
+            asyncio.ensure_future(self._ws.send(frame.decode()))
+
+    def _frame(self, seq: int) -> bytes:
+        body = {"p": self.index, "s": seq, "t": self.sent_ns[seq], "k": self.steps[seq]}
+        if self.pad:
+            body["x"] = self.pad
+        return orjson.dumps({"type": "publish", "room": self.room, "body": body,
+                             "client_id": f"{self.run}.{self.index}.{seq}"})
+
+    def publish(self, step: int) -> int:
+        """Send the next message now; return its seq."""
+        seq = len(self.sent_ns)
+        self.sent_ns.append(_mono())
+        self.steps.append(step)
+        self.ids.append(None)
+        self.ack_ns.append(0)
+        self._send_raw(self._frame(seq))
+        return seq
+
+    def on_text(self, data: bytes | str) -> None:
+        m = _loads(data)
+        kind = m.get("type")
+        if kind == "published":
+            seq = self._seq(m.get("client_id"))
+            if seq is not None and self.ids[seq] is None:
+                self.ids[seq] = str(m["id"])
+                self.ack_ns[seq] = _mono()
+        elif kind == "error":
+            code = str(m.get("code"))
+            self.errors[code] = self.errors.get(code, 0) + 1
+            seq = self._seq(m.get("ref"))
+            if seq is None:
+                return
+            n = self.attempts.get(seq, 1)
+            if code in ("rate_limited", "unavailable") and n < self.max_attempts:
+                self.attempts[seq] = n + 1
+                asyncio.get_running_loop().call_later(self.retry_after, self._resend, seq)
+            else:
+                self.attempts[seq] = -1  # given up
+        elif kind == "welcome" and self._welcome is not None and not self._welcome.done():
+            self._welcome.set_result(None)
+
+    def _resend(self, seq: int) -> None:
+        if not self.closed and self.ids[seq] is None:
+            self._send_raw(self._frame(seq))
+
+    def _seq(self, cid: object) -> int | None:
+        if not isinstance(cid, str) or not cid.startswith(f"{self.run}.{self.index}."):
+            return None
+        try:
+            return int(cid.rsplit(".", 1)[1])
+        except ValueError:
+            return None
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.disconnect(graceful=False)
+        elif self._ws is not None:
+            self._ws.transport.abort()
+
+
+# --- the subscriber worker process ----------------------------------------------------
+
+
+def _snapshot(tally: Tally, upto_sec: int | None) -> dict[str, Any]:
+    """What the worker tells the orchestrator every second (small)."""
+    last = {}
+    if upto_sec is not None and upto_sec in tally.sec_hist:
+        last = sparse(tally.sec_hist[upto_sec])
+    recent = sorted(tally.step_hist)[-2:]
+    return {
+        "delivered": tally.delivered,
+        "by_step": dict(tally.step_count),
+        "sec": upto_sec,
+        "sec_hist": last,
+        "step_hist": {k: sparse(tally.step_hist[k]) for k in recent},
+    }
+
+
+def _final(tally: Tally, states: Sequence[SubState], open_errors: list[str]) -> dict[str, Any]:
+    return {
+        "delivered": tally.delivered,
+        "id_mismatch": tally.id_mismatch,
+        "ids": tally.ids,
+        "step_hist": {k: sparse(h) for k, h in tally.step_hist.items()},
+        "step_max": dict(tally.step_max),
+        "step_count": dict(tally.step_count),
+        "sec_hist": {k: sparse(h) for k, h in tally.sec_hist.items()},
+        "open_errors": open_errors,
+        "subs": [
+            {"name": s.name, "room": s.room, "instance": s.instance, "received": s.received,
+             "duplicates": s.duplicates, "disorder": s.disorder, "foreign": s.foreign,
+             "errors": s.errors, "closed": s.closed, "close_code": s.close_code,
+             "bits": {p: bytes(b) for p, b in s.bits.items()}}
+            for s in states
+        ],
+    }
+
+
+def worker_main(conn: Any, spec: dict[str, Any]) -> None:
+    """Entry point of one subscriber process (``multiprocessing``, spawn)."""
+    raise_nofile()
+    use_uvloop()
+    asyncio.run(_worker(conn, spec))
+
+
+async def _worker(conn: Any, spec: dict[str, Any]) -> None:
+    loop = asyncio.get_running_loop()
+    inbox: asyncio.Queue[Any] = asyncio.Queue()
+
+    def read_commands() -> None:  # blocking reads in a thread, see Workers.listen
+        while True:
+            try:
+                cmd = conn.recv()
+            except (EOFError, OSError):
+                cmd = ("finish",)
+            loop.call_soon_threadsafe(inbox.put_nowait, cmd)
+            if cmd[0] == "finish":
+                return
+
+    threading.Thread(target=read_commands, daemon=True).start()
+    tally = Tally()
+    endpoints = {u: Endpoint(u, spec.get("token")) for u in spec["urls"]}
+    states = [SubState(name, room, url) for name, room, url in spec["subs"]]
+    last_report = 0.0
+
+    def progress(ok: int, bad: int) -> None:
+        nonlocal last_report
+        now = time.monotonic()
+        if now - last_report > 0.5 or ok + bad == len(states):
+            last_report = now
+            conn.send(("connecting", ok, bad))
+
+    conns, errors = await open_many(tally, states, endpoints, client=spec["client"],
+                                    concurrency=spec["concurrency"],
+                                    timeout=spec["connect_timeout"], on_progress=progress)
+    conn.send(("ready", len(conns), errors[:20], len(errors), os.getpid()))
+    ticker: asyncio.Task[None] | None = None
+    try:
+        while True:
+            cmd = await inbox.get()
+            if cmd[0] == "go":
+                tally.t0 = cmd[1]
+                ticker = asyncio.create_task(_tick(conn, tally))
+            elif cmd[0] == "finish":
+                break
+    finally:
+        if ticker is not None:
+            ticker.cancel()
+        for c in conns:
+            c.close()
+    conn.send(("final", _final(tally, states, errors)))
+
+
+async def _tick(conn: Any, tally: Tally) -> None:
+    """Report once per second, aligned on the run's clock."""
+    while True:
+        now = _mono()
+        sec = (now - tally.t0) // 1_000_000_000
+        next_at = tally.t0 + (sec + 1) * 1_000_000_000 + 20_000_000
+        await asyncio.sleep(max(0.0, (next_at - now) / 1e9))
+        conn.send(("tick", _snapshot(tally, sec)))

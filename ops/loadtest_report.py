@@ -1,0 +1,226 @@
+"""Turn what the generator recorded into the load-test report (pure).
+
+Inputs: the publishers' records (send time, step and confirmed id per seq)
+and each subscriber worker's final tally (a bitmap of received seqs per
+subscriber and publisher, latency histograms per step and per second).
+Every number in the JSON result is computed here, so it can be tested on
+synthetic records without starting anything.
+
+Loss is counted against the confirmed messages only: a subscriber that
+joined before publishing began must receive every message whose publish
+was confirmed, once (bitmap), in stream order (counted by the worker), with
+the same id the publisher was given (``id_mismatch``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ops import loadtest_stats as st
+
+
+@dataclass
+class PubRecord:
+    """One publisher's messages, indexed by seq."""
+
+    index: int
+    room: str
+    sent_ns: list[int]
+    steps: list[int]
+    ids: list[str | None]
+    ack_ns: list[int]
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def confirmed_mask(self, lo: int = 0, hi: int | None = None) -> int:
+        """Bit ``seq`` set for each confirmed seq in [lo, hi)."""
+        hi = len(self.ids) if hi is None else hi
+        bits = bytearray((hi >> 3) + 1)
+        for seq in range(lo, hi):
+            if self.ids[seq] is not None:
+                bits[seq >> 3] |= 1 << (seq & 7)
+        return int.from_bytes(bits, "little")
+
+    def step_range(self, step: int) -> tuple[int, int]:
+        """Seqs of one step: contiguous, since steps only move forward."""
+        lo = next((i for i, k in enumerate(self.steps) if k == step), len(self.steps))
+        hi = lo
+        while hi < len(self.steps) and self.steps[hi] == step:
+            hi += 1
+        return lo, hi
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    index: int
+    rate: float  # messages per second, all publishers together
+    seconds: float
+
+
+def step_usage(usage: Mapping[str, Any], step: int) -> dict[str, float]:
+    return usage.get(step, {})  # type: ignore[no-any-return]
+
+
+def verify(pubs: Sequence[PubRecord], workers: Sequence[Mapping[str, Any]],
+           steps: Sequence[StepPlan]) -> dict[str, Any]:
+    """Loss, duplicates, disorder and id integrity, overall and per step."""
+    subs = [s for w in workers for s in w["subs"]]
+    by_room: dict[str, list[PubRecord]] = {}
+    for p in pubs:
+        by_room.setdefault(p.room, []).append(p)
+    masks = {p.index: p.confirmed_mask() for p in pubs}
+    step_masks = {}
+    for p in pubs:
+        for plan in steps:
+            lo, hi = p.step_range(plan.index)
+            step_masks[(p.index, plan.index)] = masks[p.index] & (((1 << hi) - 1) ^ ((1 << lo) - 1))
+    expected = {plan.index: 0 for plan in steps}
+    delivered = {plan.index: 0 for plan in steps}
+    lost_total = unexpected = 0
+    worst: list[tuple[int, str]] = []
+    for s in subs:
+        got_bits = {int(k): int.from_bytes(v, "little") for k, v in s["bits"].items()}
+        missing = 0
+        for p in by_room.get(s["room"], []):
+            bits = got_bits.get(p.index, 0)
+            unexpected += (bits & ~masks[p.index]).bit_count()
+            for plan in steps:
+                m = step_masks[(p.index, plan.index)]
+                want = m.bit_count()
+                got = (bits & m).bit_count()
+                expected[plan.index] += want
+                delivered[plan.index] += got
+                missing += want - got
+        lost_total += missing
+        if missing:
+            worst.append((missing, s["name"]))
+    ids = _id_check(pubs, workers)
+    worst.sort(reverse=True)
+    return {
+        "expected": sum(expected.values()),
+        "delivered": sum(delivered.values()),
+        "lost": lost_total,
+        "duplicates": sum(s["duplicates"] for s in subs),
+        "disorder": sum(s["disorder"] for s in subs),
+        "id_mismatch": ids["mismatch"],
+        "unconfirmed_received": unexpected,
+        "foreign_frames": sum(s["foreign"] for s in subs),
+        "subscribers_closed": sum(1 for s in subs if s["closed"]),
+        "close_codes": _count(str(s["close_code"]) for s in subs if s["closed"]),
+        "worst_subscribers": [f"{n}: {m} missing" for m, n in worst[:10]],
+        "by_step": {k: {"expected": expected[k], "delivered": delivered[k]} for k in expected},
+    }
+
+
+def _count(items: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for i in items:
+        out[i] = out.get(i, 0) + 1
+    return out
+
+
+def _id_check(pubs: Sequence[PubRecord], workers: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """The id each worker saw for (publisher, seq) must be the confirmed one."""
+    confirmed = {(p.index << 40) | seq: sid for p in pubs for seq, sid in enumerate(p.ids)
+                 if sid is not None}
+    mismatch = sum(w["id_mismatch"] for w in workers)
+    for w in workers:
+        for key, sid in w["ids"].items():
+            want = confirmed.get(key)
+            if want is not None and want != sid:
+                mismatch += 1
+    return {"mismatch": mismatch}
+
+
+def step_rows(pubs: Sequence[PubRecord], workers: Sequence[Mapping[str, Any]],
+              steps: Sequence[StepPlan], checked: Mapping[str, Any],
+              usage: Mapping[int, Mapping[str, float]], criteria: Mapping[str, float],
+              ) -> list[dict[str, Any]]:
+    rows = []
+    for plan in steps:
+        k = plan.index
+        hist = st.merged(w["step_hist"].get(k, {}) for w in workers)
+        max_us = max((w["step_max"].get(k, 0) for w in workers), default=0)
+        published = sum(sum(1 for s in p.steps if s == k) for p in pubs)
+        confirmed = sum(1 for p in pubs for s, i in zip(p.steps, p.ids) if s == k and i is not None)
+        if published == 0:
+            continue
+        exp = checked["by_step"][k]["expected"]
+        got = checked["by_step"][k]["delivered"]
+        u = usage.get(k, {})
+        wall = u.get("wall_s") or plan.seconds
+        server_cpu = u.get("server_cpu_s")
+        lat = st.summary(hist, max_us if hist else None)
+        ratio_ok = st.ratio(got, exp)
+        row = {
+            "index": k,
+            "rate": plan.rate,
+            "seconds": round(wall, 3),
+            "published": published,
+            "confirmed": confirmed,
+            "expected": exp,
+            "delivered": got,
+            "delivered_ratio": ratio_ok,
+            "deliveries_per_s": round(got / wall, 1) if wall else None,
+            "target_deliveries_per_s": round(exp / wall, 1) if wall else None,
+            "latency_ms": lat,
+            "server_cpu_s": server_cpu,
+            "server_cpu_util": st.ratio(server_cpu, wall),
+            "deliveries_per_server_cpu_s": (round(got / server_cpu) if server_cpu else None),
+            "generator_cpu_util": st.ratio(u.get("generator_cpu_s"), wall),
+            "watched_cpu_util": st.ratio(u.get("watched_cpu_s"), wall),
+        }
+        row["pass"] = passes(row, criteria)
+        rows.append(row)
+    return rows
+
+
+def passes(row: Mapping[str, Any], criteria: Mapping[str, float]) -> bool:
+    ratio = row.get("delivered_ratio")
+    p99 = (row.get("latency_ms") or {}).get("p99")
+    return (ratio is not None and ratio >= criteria["min_delivered"]
+            and p99 is not None and p99 <= criteria["max_p99_ms"])
+
+
+def headline(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The highest passing step, provided every step below it passed too."""
+    best = None
+    for row in rows:
+        if not row["pass"]:
+            break
+        best = row
+    if best is None:
+        return None
+    return {"step": best["index"], "rate": best["rate"],
+            "deliveries_per_s": best["deliveries_per_s"],
+            "p99_ms": best["latency_ms"]["p99"],
+            "delivered_ratio": best["delivered_ratio"],
+            "deliveries_per_server_cpu_s": best["deliveries_per_server_cpu_s"]}
+
+
+def timeline(workers: Sequence[Mapping[str, Any]], published_per_s: Mapping[int, int],
+             cpu_per_s: Mapping[int, Mapping[str, float]]) -> list[dict[str, Any]]:
+    secs: set[int] = set(published_per_s) | set(cpu_per_s)
+    for w in workers:
+        secs |= {int(k) for k in w["sec_hist"]}
+    out = []
+    for sec in sorted(secs):
+        hist = st.merged(w["sec_hist"].get(sec, {}) for w in workers)
+        row: dict[str, Any] = {"t": sec, "published": published_per_s.get(sec, 0),
+                               "delivered": st.count(hist)}
+        for p in (50.0, 90.0, 99.0):
+            row[f"p{p:g}_ms"] = st.percentile(hist, p)
+        row["max_ms"] = st.percentile(hist, 100.0)
+        row.update(cpu_per_s.get(sec, {}))
+        out.append(row)
+    return out
+
+
+def ack_latency(pubs: Sequence[PubRecord]) -> dict[str, Any]:
+    hist = st.new_hist()
+    for p in pubs:
+        for sent, ack in zip(p.sent_ns, p.ack_ns):
+            if ack:
+                st.add(hist, (ack - sent) // 1000)
+    return st.summary(st.sparse(hist))
