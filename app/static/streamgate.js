@@ -320,6 +320,7 @@ export class StreamgateClient extends EventTarget {
     if (forget && this.#user) this.#storeRemove(this.#user, room);
     if (!this.#welcomed || !r) return Promise.resolve();
     this.#flushAcks();
+    this.#acks.delete(room);
     this.#send({ type: 'leave', room });
     return new Promise((resolve) => {
       const list = this.#leaving.get(room) || [];
@@ -610,7 +611,8 @@ export class StreamgateClient extends EventTarget {
     r.joined = false;
     r.sent = true;
     r.delivered = 0;
-    const since = r.since ?? r.last;
+    // After part of a replay, resume from what arrived rather than from the start again.
+    const since = r.last ?? r.since;
     this.#send(since != null ? { type: 'join', room: r.name, since } : { type: 'join', room: r.name });
   }
 

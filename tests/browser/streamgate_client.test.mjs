@@ -158,16 +158,29 @@ test('a quiet room resumes from joined.last_id, also after a reload', async () =
 
 test('explicit since starts over; a gap is reported and the server position adopted', async () => {
   const { c, seen } = make();
-  const ws = await connected(c);
+  let ws = await connected(c);
   c.join('g');
   await until(() => ws.frames('join').length, 'join');
   ws.push({ type: 'joined', room: 'g', replayed: 0, recovered: true, last_id: '100-0' });
   c.join('g', { since: '0' });
   assert.deepEqual(ws.frames('join').at(-1), { type: 'join', room: 'g', since: '0' });
   ws.push({ type: 'message', room: 'g', id: '1-0', from: 'x', body: 1, ts: 1 });
-  ws.push({ type: 'joined', room: 'g', replayed: 1, recovered: false, last_id: '1-0' });
-  assert.deepEqual(seen.message.map((m) => m.id), ['1-0']);
-  assert.deepEqual(seen.gap, [{ room: 'g', recovered: false, lastId: '1-0' }]);
+  // cut off in the middle of the replay: the next join resumes after what arrived
+  ws.drop(1006);
+  ws = await connected(c, 2);
+  assert.deepEqual(ws.frames('join'), [{ type: 'join', room: 'g', since: '1-0' }]);
+  ws.push({ type: 'message', room: 'g', id: '1-0', from: 'x', body: 1, ts: 1 });
+  ws.push({ type: 'message', room: 'g', id: '2-0', from: 'x', body: 2, ts: 1 });
+  ws.push({ type: 'joined', room: 'g', replayed: 1, recovered: false, last_id: '2-0' });
+  assert.deepEqual(seen.message.map((m) => m.id), ['1-0', '2-0']);
+  assert.deepEqual(seen.gap, [{ room: 'g', recovered: false, lastId: '2-0' }]);
+  // the server's position wins after a gap, even below ours (a failover erased ids)
+  ws.drop(1006);
+  ws = await connected(c, 3);
+  ws.push({ type: 'joined', room: 'g', replayed: 0, recovered: false, last_id: '1-5' });
+  assert.equal(c.lastId('g'), '1-5');
+  ws.push({ type: 'message', room: 'g', id: '1-6', from: 'x', body: 3, ts: 1 });
+  assert.deepEqual(seen.message.map((m) => m.id), ['1-0', '2-0', '1-6']);
   c.close();
 });
 

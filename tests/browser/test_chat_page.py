@@ -237,7 +237,7 @@ def steer(page: ChatPage, http: httpx.Client, want: Callable[[str], bool], what:
 
 @pytest.mark.parametrize("bob_on", ["survivor", "victim"])
 def test_pages_resume_exactly_after_an_instance_dies(
-    deployment: Deployment, chrome: Callable[[str], Any], tmp_path: Path, bob_on: str
+    chrome: Callable[[str], Any], deployment: Deployment, tmp_path: Path, bob_on: str
 ) -> None:
     """bob_on: whether bob's socket is on the instance that dies too (then his
     own message, sent into the frozen instance, must be resent and stored once)."""
@@ -345,7 +345,7 @@ def test_pages_resume_exactly_after_an_instance_dies(
         http.close()
 
 
-def test_direct_messages_members_and_presence(deployment: Deployment, chrome: Callable[[str], Any]) -> None:
+def test_direct_messages_members_and_presence(chrome: Callable[[str], Any], deployment: Deployment) -> None:
     """The rest of the page: /dm, the inbox, who is online, room members, leaving."""
     suffix = uuid.uuid4().hex[:8]
     room = f"lobby-{suffix}"
