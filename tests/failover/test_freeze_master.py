@@ -47,6 +47,7 @@ BEFORE = 100
 AFTER = 100
 IDLE_PUBLISHERS = 4  # concurrent publishes on C: several pooled connections
 RETRY_BUDGET_S = 10.0
+MAX_STALL_S = 10.0
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +146,7 @@ async def test_frozen_master_is_replaced_and_refuses_writes_on_resume(
 
         times = [m.confirmed_at for p in pubs for m in p.sent if m.confirmed_at is not None]
         stall = longest_gap(times)
-        assert stall < FREEZE_S + RETRY_BUDGET_S, f"publishing stalled {stall:.1f}s"
+        assert stall < MAX_STALL_S, f"publishing stalled {stall:.1f}s (promotion took {promoted_after:.1f}s)"
         print(f"{len(stored)} messages, promotion after {promoted_after:.1f}s, longest stall "
               f"{stall:.2f}s, C published {idle_took:.2f}s after the resume, old master refused "
               f"{old_view['refused']} writes in {old_view['polls']} polls")

@@ -216,7 +216,7 @@ class Topology:
 
     def stop_sentinel(self, index: int) -> None:
         proc = self.sentinels[index]
-        if not procs.stop(proc.pid, 5.0, proc.started):
+        if not procs.stop_proc(proc, 5.0):
             raise RuntimeError(f"could not stop {proc.name} (pid {proc.pid})")
 
     def restart_sentinel(self, index: int) -> Proc:
