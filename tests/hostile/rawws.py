@@ -26,8 +26,11 @@ OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x
 
 
 def frame_bytes(opcode: int, payload: bytes, *, fin: bool = True, mask: bool = True, rsv: int = 0,
-                length: int | None = None) -> bytes:
-    """One frame as RFC 6455 lays it out; ``length`` may lie about the payload."""
+                length: int | None = None, key: bytes | None = None) -> bytes:
+    """One frame as RFC 6455 lays it out; ``length`` may lie about the payload.
+
+    ``key=b"\\0\\0\\0\\0"`` is a legal mask that leaves the payload as it is
+    (cheap for frames of megabytes)."""
     n = len(payload) if length is None else length
     head = bytes([(0x80 if fin else 0) | (rsv & 0x7) << 4 | (opcode & 0xF)])
     bit = 0x80 if mask else 0
@@ -39,7 +42,9 @@ def frame_bytes(opcode: int, payload: bytes, *, fin: bool = True, mask: bool = T
         head += bytes([bit | 127]) + struct.pack("!Q", n)
     if not mask:
         return head + payload
-    key = os.urandom(4)
+    key = os.urandom(4) if key is None else key
+    if key == b"\0\0\0\0":
+        return head + key + payload
     return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 

@@ -9,6 +9,7 @@ for oversized frames and bodies, ``rate_limited`` for publishing too fast,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from typing import Any
@@ -16,9 +17,13 @@ from typing import Any
 import pytest
 
 from tests.hostile.conftest import ModuleInstances
-from tests.hostile.support import LogMark, metric
+from tests.hostile.rawws import OP_TEXT, RawWebSocket, frame_bytes
+from tests.hostile.support import LogMark, ModuleAppInstance, metric
 from tests.support import Closed, Instance, WsClient, async_wait_until, new_client_id, open_client
 from tests.support.http import history_ids, post_message
+from tests.support.processes import rss_bytes
+from tests.support.tcp import tcp_socket
+from tests.support.timeouts import scaled
 
 FRAME_LIMIT = 4096
 BODY_LIMIT = 1024
@@ -207,6 +212,47 @@ async def test_http_publish_applies_the_same_body_limits(tight: Instance) -> Non
     ok = await post_message(tight, room, _nested(32), new_client_id(), user=_user("h"))
     assert ok.status_code == 201, ok.text
     assert await history_ids(tight, room) == [ok.json()["id"]]
+
+
+HUGE = 12 * 2**20
+HOGS = 4
+MAX_HELD = 16 * 2**20
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="server bug: MAX_FRAME_BYTES is checked only after uvicorn has buffered the whole message; "
+    "python -m app (the Dockerfile's CMD) does not pass ws_max_size, so uvicorn's 16 MiB default "
+    "applies and each connection can make the instance hold ~12 MiB (measured +48 MiB RSS for 4 "
+    "connections; one complete 15 MiB frame costs ~46 MiB with the decode and text.encode() copy)",
+)
+async def test_frames_far_over_the_limit_are_not_buffered(instances: ModuleInstances) -> None:
+    """Each hog sends all but the last byte of a 12 MiB text frame, so that a
+    server that buffers frames it will refuse anyway holds them all at once."""
+    app = instances.start("LM", cls=ModuleAppInstance, MAX_FRAME_BYTES=str(FRAME_LIMIT))
+    baseline = rss_bytes(app.pid)
+    frame = frame_bytes(OP_TEXT, b"x" * HUGE, key=b"\0\0\0\0")
+    hogs: list[RawWebSocket] = []
+    try:
+        for n in range(HOGS):
+            ws = await RawWebSocket.connect("127.0.0.1", app.port, f"/ws?user=hog{n}")
+            hogs.append(ws)
+            assert (await ws.recv_json())["type"] == "welcome"
+            with contextlib.suppress(ConnectionError):
+                await asyncio.wait_for(ws.send_raw(frame[:-1]), scaled(10))
+
+        def all_taken() -> bool:  # the server has read what it was going to read
+            socks = [tcp_socket(app.port, ws.local_port) for ws in hogs]
+            return all(s is None or s.state != "ESTABLISHED" or s.rx_queue == 0 for s in socks)
+
+        await async_wait_until(all_taken, timeout=10, message="the server did not read the frames")
+        held = rss_bytes(app.pid) - baseline
+        async with app.http() as http:
+            assert (await http.get("/healthz")).status_code == 200
+        assert held < MAX_HELD, f"{HOGS} partial {HUGE >> 20} MiB frames hold {held / 2**20:.0f} MiB of RSS"
+    finally:
+        for ws in hogs:
+            ws.abort()
 
 
 # -- publish rate ------------------------------------------------------------------------
