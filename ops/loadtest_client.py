@@ -551,3 +551,81 @@ async def _tick(conn: Any, tally: Tally) -> None:
         next_at = tally.t0 + (sec + 1) * 1_000_000_000 + 20_000_000
         await asyncio.sleep(max(0.0, (next_at - now) / 1e9))
         conn.send(("tick", _snapshot(tally, sec)))
+
+
+# --- replay probes -------------------------------------------------------------------
+
+
+@dataclass(slots=True, eq=False)
+class ReplayState:
+    """One reconnecting client: the messages replayed before its ``joined``."""
+
+    name: str
+    room: str
+    url: str
+    since: str = "$"
+    count: int = 0
+    disorder: int = 0
+    last_ms: int = -1
+    last_seq: int = -1
+    last_id: str | None = None
+    joined_id: str | None = None
+    replayed: int | None = None
+    recovered: bool | None = None
+    joined_at: int = 0  # monotonic ns
+    done: asyncio.Future[None] | None = None
+
+    def on_text(self, data: bytes) -> None:
+        m = _loads(data)
+        kind = m.get("type")
+        if kind == "message" and m.get("room") == self.room:
+            sid = m["id"]
+            ms, _, sq = sid.partition("-")
+            ms_i, sq_i = int(ms), int(sq)
+            if ms_i > self.last_ms or (ms_i == self.last_ms and sq_i > self.last_seq):
+                self.last_ms, self.last_seq = ms_i, sq_i
+            else:
+                self.disorder += 1
+            self.count += 1
+            self.last_id = sid
+        elif kind == "joined" and m.get("room") == self.room:
+            self.joined_at = _mono()
+            self.joined_id = m.get("last_id")
+            self.replayed = m.get("replayed")
+            self.recovered = m.get("recovered")
+            if self.done is not None and not self.done.done():
+                self.done.set_result(None)
+        elif kind == "error" and self.done is not None and not self.done.done():
+            self.done.set_exception(RuntimeError(f"join refused: {m.get('code')}"))
+
+
+class _PicoReplay(WSListener):  # type: ignore[misc,valid-type]
+    def __init__(self, state: ReplayState) -> None:
+        self.state = state
+
+    def on_ws_frame(self, transport: WSTransport, frame: Any) -> None:
+        if frame.msg_type == WSMsgType.TEXT:
+            self.state.on_text(frame.get_payload_as_bytes())
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        d = self.state.done
+        if d is not None and not d.done():
+            d.set_exception(ConnectionError("closed before joined"))
+
+
+async def replay_join(state: ReplayState, endpoint: Endpoint, timeout: float) -> Any:
+    """Connect, join ``state.room`` from ``state.since``; return the transport
+    once ``joined`` came (every replayed message has been counted by then)."""
+    state.done = asyncio.get_running_loop().create_future()
+    async with asyncio.timeout(timeout):
+        transport, _ = await ws_connect(lambda: _PicoReplay(state), endpoint.ws_url(state.name),
+                                        websocket_handshake_timeout=timeout,
+                                        extra_headers=_headers(endpoint))
+        transport.send(WSMsgType.TEXT, orjson.dumps(
+            {"type": "join", "room": state.room, "since": state.since}))
+        try:
+            await state.done
+        except BaseException:
+            transport.disconnect(graceful=False)
+            raise
+    return transport
