@@ -24,3 +24,9 @@ cluster: install
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
+
+# The standard benchmark scenario (docs/benchmarks.md): results under bench/results/.
+# BENCH_ARGS passes options to ops.bench, e.g. BENCH_ARGS="--ws websockets-sansio".
+bench: install
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python -m ops.bench $(BENCH_ARGS)
