@@ -8,10 +8,12 @@ one that does not answer within the same time (with plain ``uvicorn``, pass
 import uvicorn
 
 from .config import load_settings
+from .logs import configure as configure_logs
 
 
 def main() -> None:
     s = load_settings()
+    configure_logs(s.instance_id, s.log_format)
     uvicorn.run(
         "app.main:app",
         host=s.host,

@@ -57,8 +57,10 @@ class Drainer:
         await asyncio.sleep(self._grace)
         conns = list(svc.conns)
         if conns:
+            # Publishes in flight get most of the budget; closing gets the rest.
+            patience = max(0.5, self._timeout - 2.0)
             done, pending = await asyncio.wait(
-                [asyncio.create_task(c.drain()) for c in conns], timeout=self._timeout
+                [asyncio.create_task(c.drain(patience)) for c in conns], timeout=self._timeout
             )
             for t in pending:
                 t.cancel()

@@ -63,7 +63,12 @@ async def readyz(request: Request) -> JSONResponse:
     svc = _svc(request)
     if await svc.ready():
         return JSONResponse({"status": "ready", "instance": svc.instance})
-    reason = "draining" if svc.draining else "redis unavailable"
+    if svc.draining:
+        reason = "draining"
+    elif not svc.bus.healthy:
+        reason = "pubsub unhealthy"
+    else:
+        reason = "redis unavailable"
     return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
 
 

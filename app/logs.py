@@ -66,5 +66,7 @@ def configure(instance: str, fmt: str) -> None:
     root.setLevel(logging.INFO)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         lg = logging.getLogger(name)
+        if name == "uvicorn.access" and not lg.handlers and not lg.propagate:
+            continue  # access log switched off (--no-access-log): keep it off
         lg.handlers[:] = []
         lg.propagate = True

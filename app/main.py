@@ -25,10 +25,10 @@ from .ws import router as ws_router
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
+    configure_logs(settings.instance_id, settings.log_format)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        configure_logs(settings.instance_id, settings.log_format)
         service = Service(settings)
         app.state.service = service
         await service.start()

@@ -7,8 +7,12 @@ seconds but chosen around milliseconds, where this service lives.
 
 from __future__ import annotations
 
+import collections
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -27,13 +31,11 @@ class Metrics:
         self.connections = Gauge(
             "websocket_connections", "Open WebSocket connections", i, registry=r
         ).labels(instance)
-        self._sent = Counter(
-            "websocket_messages_sent_total", "Frames sent to clients, by type",
-            ["instance", "type"], registry=r)
-        self._messages_sent = self._sent.labels(instance, "message")
-        self._received = Counter(
-            "websocket_messages_received_total", "Frames received from clients, by type",
-            ["instance", "type"], registry=r)
+        # Frame counts are plain integers bumped on the hot path and turned
+        # into counters only when scraped (see _FrameCounts).
+        self.frames_sent: collections.Counter[str] = collections.Counter()
+        self.frames_received: collections.Counter[str] = collections.Counter()
+        r.register(_FrameCounts(instance, self.frames_sent, self.frames_received))
         self.connection_duration = Histogram(
             "websocket_connection_duration_seconds", "How long connections stay open",
             i, buckets=DURATION_BUCKETS, registry=r).labels(instance)
@@ -79,19 +81,26 @@ class Metrics:
         self.local_rooms = Gauge(
             "streamgate_local_rooms", "Rooms with members on this instance", i, registry=r
         ).labels(instance)
+        self.ready = Gauge(
+            "streamgate_ready", "1 while Redis answers, Pub/Sub is healthy and not draining",
+            i, registry=r).labels(instance)
+        self.draining = Gauge(
+            "streamgate_draining", "1 while the instance drains before exiting",
+            i, registry=r).labels(instance)
         self.queue_depth = Gauge(
             "streamgate_outbound_queue_depth", "Frames waiting in outbound queues, summed",
             i, registry=r).labels(instance)
 
-    def watch(self, queued: Callable[[], float], rooms: Callable[[], float]) -> None:
+    def watch(self, queued: Callable[[], float], rooms: Callable[[], float],
+              ready: Callable[[], float], draining: Callable[[], float]) -> None:
         """Gauges read at scrape time instead of being kept up to date."""
         self.queue_depth.set_function(queued)
         self.local_rooms.set_function(rooms)
+        self.ready.set_function(ready)
+        self.draining.set_function(draining)
 
-    def handed_over(self, append_ms: int, sockets: int) -> None:
-        """One fan-out: ``sockets`` message frames queued, one latency sample."""
-        if sockets:
-            self._messages_sent.inc(sockets)
+    def handed_over(self, append_ms: int) -> None:
+        """One fan-out: one latency sample, however many sockets it reached."""
         self.delivery_latency.observe(max(0.0, time.time() - append_ms / 1000))
 
     def replay_done(self, messages: int, seconds: float) -> None:
@@ -99,10 +108,10 @@ class Metrics:
         self.replay_duration.observe(seconds)
 
     def sent(self, kind: str) -> None:
-        self._sent.labels(self._instance, kind).inc()
+        self.frames_sent[kind] += 1
 
     def received(self, kind: str) -> None:
-        self._received.labels(self._instance, kind).inc()
+        self.frames_received[kind] += 1
 
     def refuse(self, reason: str) -> None:
         self.refused.labels(self._instance, reason).inc()
@@ -131,3 +140,24 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _FrameCounts(Collector):
+    """``websocket_messages_{sent,received}_total`` by frame type, read from
+    plain integer tallies at scrape time."""
+
+    def __init__(self, instance: str, sent: collections.Counter[str],
+                 received: collections.Counter[str]) -> None:
+        self._instance = instance
+        self._sent = sent
+        self._received = received
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        for name, doc, tally in (
+            ("websocket_messages_sent", "Frames sent to clients, by type", self._sent),
+            ("websocket_messages_received", "Frames received from clients, by type", self._received),
+        ):
+            family = CounterMetricFamily(name, doc, labels=["instance", "type"])
+            for kind, value in sorted(tally.items()):
+                family.add_metric([self._instance, kind], value)
+            yield family

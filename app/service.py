@@ -62,7 +62,7 @@ class Service:
         )
         self.hub = Hub(
             self.log, subscribe_timeout_s=budget, on_gap_filled=self.metrics.gap_filled,
-            on_handover=lambda env, n: self.metrics.handed_over(env.ts, n),
+            on_handover=lambda env, n: self.metrics.handed_over(env.ts),
         )
         self.bus = Bus(
             self.redis.pubsub_connection, self.keys, self.instance,
@@ -81,6 +81,8 @@ class Service:
         self.metrics.watch(
             queued=lambda: sum(len(c.outbox) for c in self.conns),  # type: ignore[attr-defined]
             rooms=lambda: len(self.hub),
+            ready=lambda: float(not self.draining and self.bus.healthy),
+            draining=lambda: float(self.draining),
         )
 
     async def start(self) -> None:
@@ -154,6 +156,12 @@ class Service:
         self.connections -= 1
         self.users[user] -= 1
         self.metrics.connections.set(self.connections)
+        if self.draining:
+            # No Redis round trips (and no retry budget) on the way out: the
+            # heartbeat stops with the process and the entries expire.
+            if self.users[user] <= 0:
+                del self.users[user]
+            return
         for room in rooms:
             if not self.hub.has_user(room, user):
                 await self.best_effort(self.presence.left(room, user))

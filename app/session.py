@@ -21,6 +21,7 @@ room, each entry after the join point exactly once and in id order.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import Callable
@@ -65,6 +66,7 @@ class Session:
         hub: Hub,
         log_: RoomLog,
         on_replayed: Callable[[int, float], None] = lambda n, s: None,
+        sent: collections.Counter[str] | None = None,
     ) -> None:
         self.principal = principal
         self.user = principal.user
@@ -74,6 +76,7 @@ class Session:
         self.feeds: dict[str, Feed] = {}
         self._lagging: asyncio.Queue[Feed] = asyncio.Queue()
         self._on_replayed = on_replayed
+        self._sent: collections.Counter[str] = sent if sent is not None else collections.Counter()
 
     # -- called by the hub: must not block -----------------------------------
 
@@ -83,6 +86,7 @@ class Session:
             return
         if self.outbox.offer(frame):
             feed.last = key
+            self._sent["message"] += 1
         else:
             feed.live = False
             self._lag(feed)
@@ -111,6 +115,7 @@ class Session:
             feed.last = self._hub.head(room)
             feed.live = True
             self.outbox.push(joined_frame(room, 0, recovered, format_id(feed.last)))
+            self._sent["joined"] += 1
         else:
             feed.joining = True
             self._lag(feed)
@@ -173,6 +178,7 @@ class Session:
                 if env.key <= feed.last:
                     continue
                 await self.outbox.put(message_frame(env))
+                self._sent["message"] += 1
                 feed.last = env.key
                 if feed.joining:
                     feed.replayed += 1
@@ -184,3 +190,4 @@ class Session:
             self._on_replayed(feed.replayed, time.monotonic() - feed.started)
             if not self.outbox.push(joined_frame(feed.room, feed.replayed, feed.recovered, format_id(feed.last))):
                 raise TooSlow("control frames not read")
+            self._sent["joined"] += 1

@@ -97,7 +97,8 @@ class Connection:
         self.who = who
         s = svc.settings
         self.outbox = Outbox(ws.send_text, s.outbound_queue, s.slow_consumer_timeout_s)
-        self.session = Session(who, self.outbox, svc.hub, svc.log, svc.metrics.replay_done)
+        self.session = Session(who, self.outbox, svc.hub, svc.log, svc.metrics.replay_done,
+                               svc.metrics.frames_sent)
         self.bucket = TokenBucket(s.publish_rate, s.publish_burst)
         self._closing: _Closed | None = None
         self._busy = False
@@ -164,12 +165,20 @@ class Connection:
             self._too_slow = True
             self._writer.cancel()
 
-    async def drain(self, code: int = p.CLOSE_RESTARTING, reason: str = "instance restarting") -> None:
+    async def drain(self, patience_s: float, code: int = p.CLOSE_RESTARTING,
+                    reason: str = "instance restarting") -> None:
         """Finish the frame being handled (a publish in flight completes and
-        is answered), then close with ``code``."""
+        is answered), then close with ``code``. A publish still waiting for
+        storage after ``patience_s`` is abandoned and answered
+        ``unavailable``: retrying it with the same client_id is safe."""
         self._closing = _Closed(code, reason)
-        if not self._busy and self._reader is not None:
-            self._reader.cancel()
+        if self._reader is not None:
+            if not self._busy:
+                self._reader.cancel()
+            else:
+                done, _ = await asyncio.wait([self._reader], timeout=patience_s)
+                if not done:
+                    self._reader.cancel()
         await self._finished.wait()
 
     async def _expire(self, expires_at: float) -> None:
@@ -249,6 +258,10 @@ class Connection:
             return
         try:
             res = await self.svc.publish(self.who, frame.room, frame.body, frame.client_id)
+        except asyncio.CancelledError:
+            if self._closing is not None:  # abandoned by the drain: say so
+                self.error("unavailable", "instance restarting; retry with the same client_id", ref)
+            raise
         except Forbidden:
             self.error("forbidden", "not allowed to publish here", ref)
         except StorageUnavailable:

@@ -178,6 +178,8 @@ class Bus:
                 self._link = None
                 if pinger is not None:
                     pinger.cancel()
+                    # Collect its end (a PING on the broken link fails too).
+                    await asyncio.gather(pinger, return_exceptions=True)
                 if link is not None:
                     link.fail_all()
                 try:

@@ -128,10 +128,10 @@ class RoomLog:
             if acks is None:
                 sid, dup, prev = await self._append(keys=keys, args=args)
                 return Appended(_s(sid), bool(int(dup)), _s(prev))
-            pipe = self._redis.pipeline(transaction=False)
-            await self._append(keys=keys, args=args, client=pipe)
-            pipe.execute_command("WAIT", acks.replicas, acks.timeout_ms)
-            (sid, dup, prev), acked = await pipe.execute()
+            async with self._redis.pipeline(transaction=False) as pipe:
+                await self._append(keys=keys, args=args, client=pipe)
+                pipe.execute_command("WAIT", acks.replicas, acks.timeout_ms)
+                (sid, dup, prev), acked = await pipe.execute()
             if int(acked) < acks.replicas:
                 raise NotConfirmed(f"{acked} of {acks.replicas} replicas acknowledged")
             await self._confirm(keys=[k.log(room), k.confirmed(room)],

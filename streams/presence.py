@@ -50,19 +50,19 @@ class Presence:
         keep = int(self._ttl * 2) + 1
 
         async def call() -> None:
-            pipe = self._redis.pipeline(transaction=False)
-            mapping = {presence_member(u, inst): expiry for u in users}
-            if mapping:
-                pipe.zadd(self._keys.presence(), mapping)
-                pipe.expire(self._keys.presence(), keep)
-            for room, members in rooms.items():
-                m = {presence_member(u, inst): expiry for u in members}
-                if m:
-                    pipe.zadd(self._keys.members(room), m)
-                    # A room nobody refreshes any more disappears by itself.
-                    pipe.expire(self._keys.members(room), keep)
-            if len(pipe):
-                await pipe.execute()
+            async with self._redis.pipeline(transaction=False) as pipe:
+                mapping = {presence_member(u, inst): expiry for u in users}
+                if mapping:
+                    pipe.zadd(self._keys.presence(), mapping)
+                    pipe.expire(self._keys.presence(), keep)
+                for room, members in rooms.items():
+                    m = {presence_member(u, inst): expiry for u in members}
+                    if m:
+                        pipe.zadd(self._keys.members(room), m)
+                        # A room nobody refreshes any more disappears by itself.
+                        pipe.expire(self._keys.members(room), keep)
+                if len(pipe):
+                    await pipe.execute()
 
         await self._policy.run(call)
 
@@ -93,10 +93,10 @@ class Presence:
         now = time.time()
 
         async def call() -> list[str]:
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.zremrangebyscore(key, "-inf", now)
-            pipe.zrangebyscore(key, now, "+inf")
-            _, rows = await pipe.execute()
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.zremrangebyscore(key, "-inf", now)
+                pipe.zrangebyscore(key, now, "+inf")
+                _, rows = await pipe.execute()
             return sorted({user_of_member(m.decode()) for m in rows})
 
         return await self._policy.run(call)

@@ -179,11 +179,6 @@ def solo(drain_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> 
         factory.stop_all()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "server gap: with Redis not confirming writes, the drain gives up on the connection after "
-    "DRAIN_TIMEOUT but its publish keeps retrying for RETRY_BUDGET (10 s) and the disconnect's "
-    "presence update for another RETRY_BUDGET; uvicorn closes the socket with its own 1012 first "
-    "and waits for the handler, so the process exits after about 20 s and the publish is never answered"))
 async def test_sigterm_exits_within_10s_and_answers_the_publish_even_when_redis_hangs(
     solo: Instance, drain_redis: RedisServer, uid: Callable[[str], str], room: str
 ) -> None:

@@ -160,10 +160,6 @@ def test_tokens_never_reach_the_log(jwt_run: RunLog) -> None:
     assert any("<redacted>" in line for line in ws_lines)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "server gap: logging is configured in the lifespan, after uvicorn has already printed "
-    "'INFO:     Started server process [pid]' and 'INFO:     Waiting for application startup.' "
-    "in its own plain-text format"))
 def test_uvicorn_run_instance_writes_only_json_lines(jwt_run: RunLog) -> None:
     entries = assert_json_lines(jwt_run.text, jwt_run.instance_id)
     events = {e["event"] for e in entries}

@@ -325,10 +325,6 @@ async def test_replay_on_join_with_since_is_counted(metered: Instance, uid: Call
         await close_all(metered, [c for c in (pub, late) if c is not None], base)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "server gap: websocket_messages_sent_total counts neither `joined` frames (Session pushes "
-    "them straight into the outbox) nor `message` frames sent by replay/catch-up; and "
-    "type=message counts room members at hand-over, not frames queued"))
 async def test_every_frame_a_client_receives_is_counted_as_sent_by_type(
     metered: Instance, uid: Callable[[str], str], room: str
 ) -> None:
