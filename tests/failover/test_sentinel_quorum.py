@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -43,6 +44,11 @@ async def test_no_quorum_means_no_promotion_and_clean_refusals(
         old = topology.master()
         topology.stop_sentinel(1)
         topology.stop_sentinel(2)
+        for proc in topology.sentinels[1:]:
+            # What they learnt while running is in their config copies, so a
+            # restart knows the replicas and the other sentinels at once.
+            conf = (Path(proc.log).parent / "sentinel.conf").read_text()
+            assert "known-replica" in conf and "known-sentinel" in conf, conf
         topology.kill(old)
 
         # While the lone sentinel keeps naming the dead master, publishes on
