@@ -205,6 +205,7 @@ class Run:
         self.cpu_per_s: dict[int, dict[str, float]] = {}
         self.published_per_s: dict[int, int] = {}
         self.stopped_early: str | None = None
+        self.windows: dict[int, tuple[float, float]] = {}  # step -> seconds since t0
         self.pubs: list[Publisher] = []
 
     def _pids(self) -> dict[str, list[int]]:
@@ -330,6 +331,7 @@ class Run:
                 await asyncio.sleep(min(0.02, max(0.0005, gap)))
             after = self._read()
             self.usage[plan.index] = {"wall_s": time.monotonic() - start, **self._cpu(before, after)}
+            self.windows[plan.index] = ((start * 1e9 - t0) / 1e9, (time.monotonic_ns() - t0) / 1e9)
             if self.stopped_early:
                 break
 
@@ -388,7 +390,7 @@ class Run:
         pubs = [PubRecord(p.index, p.room, p.sent_ns, p.steps, p.ids, p.ack_ns, p.errors)
                 for p in self.pubs]
         checked = verify(pubs, finals, self.plans)
-        rows = step_rows(pubs, finals, self.plans, checked, self.usage, cfg.criteria)
+        rows = step_rows(pubs, finals, self.plans, checked, self.usage, cfg.criteria, self.windows)
         cpu = self._cpu(begin, end)
         all_hist = st.merged(h for f in finals for h in f["step_hist"].values())
         max_us = max((m for f in finals for m in f["step_max"].values()), default=None)

@@ -133,10 +133,29 @@ def _id_check(pubs: Sequence[PubRecord], workers: Sequence[Mapping[str, Any]]) -
     return {"mismatch": mismatch}
 
 
+def received_between(per_sec: Mapping[int, int], a: float, b: float) -> float:
+    """Deliveries received in [a, b) seconds, from per-second counts (edges pro rata)."""
+    total = 0.0
+    for sec, n in per_sec.items():
+        overlap = min(b, sec + 1) - max(a, sec)
+        if overlap > 0:
+            total += n * overlap
+    return total
+
+
 def step_rows(pubs: Sequence[PubRecord], workers: Sequence[Mapping[str, Any]],
               steps: Sequence[StepPlan], checked: Mapping[str, Any],
               usage: Mapping[int, Mapping[str, float]], criteria: Mapping[str, float],
+              windows: Mapping[int, tuple[float, float]] | None = None,
               ) -> list[dict[str, Any]]:
+    """One row per step. Loss and latency count the messages *published* in
+    the step; throughput and deliveries per CPU-second count the deliveries
+    *received* during the step's window, the same window the CPU was read
+    over (under overload the two differ: the backlog arrives later)."""
+    per_sec: dict[int, int] = {}
+    for w in workers:
+        for sec, h in w["sec_hist"].items():
+            per_sec[int(sec)] = per_sec.get(int(sec), 0) + sum(h.values())
     rows = []
     for plan in steps:
         k = plan.index
@@ -153,6 +172,8 @@ def step_rows(pubs: Sequence[PubRecord], workers: Sequence[Mapping[str, Any]],
         server_cpu = u.get("server_cpu_s")
         lat = st.summary(hist, max_us if hist else None)
         ratio_ok = st.ratio(got, exp)
+        win = (windows or {}).get(k)
+        in_window = received_between(per_sec, *win) if win else float(got)
         row = {
             "index": k,
             "rate": plan.rate,
@@ -162,12 +183,12 @@ def step_rows(pubs: Sequence[PubRecord], workers: Sequence[Mapping[str, Any]],
             "expected": exp,
             "delivered": got,
             "delivered_ratio": ratio_ok,
-            "deliveries_per_s": round(got / wall, 1) if wall else None,
-            "target_deliveries_per_s": round(exp / wall, 1) if wall else None,
+            "deliveries_per_s": round(in_window / wall, 1) if wall else None,
+            "offered_deliveries_per_s": round(exp / wall, 1) if wall else None,
             "latency_ms": lat,
             "server_cpu_s": server_cpu,
             "server_cpu_util": st.ratio(server_cpu, wall),
-            "deliveries_per_server_cpu_s": (round(got / server_cpu) if server_cpu else None),
+            "deliveries_per_server_cpu_s": (round(in_window / server_cpu) if server_cpu else None),
             "generator_cpu_util": st.ratio(u.get("generator_cpu_s"), wall),
             "watched_cpu_util": st.ratio(u.get("watched_cpu_s"), wall),
         }
