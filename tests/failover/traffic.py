@@ -301,14 +301,21 @@ def check_account(history: Sequence[dict[str, Any]], raw: Sequence[tuple[str, di
     assert stored == {s.cid for s in sent}, (
         f"history holds client_ids nobody got confirmed: {sorted(stored - {s.cid for s in sent})[:5]}")
 
+    problems: list[str] = []  # every subscriber's, not only the first one's
     for sub in subscribers:
         got = sub.received
         phantoms = [i for i in got if i not in by_id]
-        assert not phantoms, f"{sub.name} received ids that are not in the history: {phantoms[:5]}"
+        if phantoms:
+            problems.append(f"{sub.name} received ids that are not in the history: {phantoms[:5]}")
         start = sub.since
         expected = ids if start in ("0", "0-0") else [i for i in ids if id_key(i) > id_key(start)]
-        assert_ids_equal(got, expected, f"{sub.name} (since {start})")
-        assert all(j.get("recovered") is True for j in sub.joined), f"{sub.name} joins: {sub.joined}"
+        try:
+            assert_ids_equal(got, expected, f"{sub.name} (on {sub.instances}, since {start})")
+        except AssertionError as exc:
+            problems.append(str(exc))
+        if not all(j.get("recovered") is True for j in sub.joined):
+            problems.append(f"{sub.name} joins: {sub.joined}")
+    assert not problems, "\n".join(problems)
 
 
 # -- driving a run ----------------------------------------------------------------
