@@ -27,7 +27,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 
@@ -174,8 +173,9 @@ async def outcome(instances: ModuleInstances) -> AsyncIterator[Outcome]:
         out.history = await history_ids(feeder, room)
         await fast.wait_for(lambda: len(fast.ids(room)) >= len(out.history), 10, "fast got everything")
         out.fast_ids = fast.ids(room)
+        warm_ids = {w["id"] for w in warm}
         out.fast_lags = [s.at - s.frame["ts"] / 1000 for s in fast.seen
-                         if s.frame["type"] == "message" and s.frame["id"] not in warm_ids(warm)]
+                         if s.frame["type"] == "message" and s.frame["id"] not in warm_ids]
         out.fast_violations = list(fast.violations)
         await _read_all(stalled, room, out, timeout=15)
         yield out
@@ -184,10 +184,6 @@ async def outcome(instances: ModuleInstances) -> AsyncIterator[Outcome]:
         await stalled.aclose()
         for pub in publishers:
             await pub.close()
-
-
-def warm_ids(warm: list[dict[str, Any]]) -> set[str]:
-    return {w["id"] for w in warm}
 
 
 def test_stalled_member_is_closed_as_too_slow(outcome: Outcome) -> None:
