@@ -85,7 +85,8 @@ def run_scenario(netns: str, durability: str, root: Path) -> dict[str, Any]:
 
 def _common(report: dict[str, Any]) -> tuple[set[str], set[str]]:
     """Checks that hold for both durabilities; returns (final ids, erased ids)."""
-    assert report["cut_effective"], f"the cut did not stop replication: {report['offsets']}"
+    assert report["cut_effective"], (f"the cut did not stop replication: {report['accepted_on_replicas']} "
+                                     f"{report['offsets']}")
     accepted = report["accepted_in_cut"]
     assert accepted, "the old master accepted nothing during the cut: no real loss to test"
     final = report["final_ids"]

@@ -151,9 +151,17 @@ async def scenario(durability: str, root: Path) -> dict[str, Any]:
         offsets_after = offsets(topo)
         report["accepted_in_cut"] = accepted
         report["offsets"] = {"before": offsets_before, "after": offsets_after, "master": old.name}
-        report["cut_effective"] = all(
-            offsets_after[n.name] == offsets_before[n.name] for n in topo.nodes if n is not old
-        ) and offsets_after[old.name] > offsets_before[old.name]
+        # The proof of the cut: the replicas hold none of what the master
+        # accepted meanwhile, and lag behind its replication offset.
+        on_replicas = {}
+        for node in topo.nodes:
+            if node is not old:
+                with node.client() as r:
+                    on_replicas[node.name] = [sid for sid, _f in stream_entries(r, KEYS, room)
+                                              if sid in set(accepted)]
+        report["accepted_on_replicas"] = on_replicas
+        report["cut_effective"] = not any(on_replicas.values()) and all(
+            offsets_after[n.name] < offsets_after[old.name] for n in topo.nodes if n is not old)
 
         log(f"killing {old.name}; {len(accepted)} entries exist only on it")
         killed_at = time.monotonic()
