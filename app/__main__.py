@@ -20,6 +20,9 @@ def main() -> None:
         port=s.port,
         ws_ping_interval=s.heartbeat_interval_s,
         ws_ping_timeout=s.heartbeat_interval_s,
+        # Frames a little over MAX_FRAME_BYTES get a `too_large` error frame;
+        # far over it, the server closes with 1009 before buffering them.
+        ws_max_size=4 * s.max_frame_bytes,
         log_config=None,
     )
 

@@ -110,11 +110,15 @@ class Authenticator:
             not isinstance(rooms, list) or not all(isinstance(p, str) for p in rooms)
         ):
             raise Unauthorized("'rooms' claim must be a list of patterns")
+        try:
+            expires_at = float(claims["exp"])
+        except (TypeError, ValueError, OverflowError):
+            raise Unauthorized("invalid expiry") from None
         return Principal(
             user=sub,
             rooms=tuple(rooms) if rooms is not None else None,
             broadcast=claims.get("broadcast") is True,
-            expires_at=float(claims["exp"]),
+            expires_at=expires_at,
         )
 
 

@@ -131,7 +131,7 @@ async def publish(request: Request, room: str) -> Any:
     try:
         body = checked_body(payload["body"], cid, svc.settings.max_body_bytes)
     except FrameError as exc:
-        raise HTTPError(413, exc.code, exc.reason) from None
+        raise HTTPError(413 if exc.code == "too_large" else 400, exc.code, exc.reason) from None
     try:
         res = await svc.publish(who, room, body, cid)
     except Forbidden:

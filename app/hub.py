@@ -42,6 +42,10 @@ class Member(Protocol):
 
     def deliver(self, env: Envelope, key: StreamId, frame: str) -> None: ...
 
+    def lost(self, room: str, mark: StreamId) -> None:
+        """Entries before ``mark`` were trimmed before the hub could hand
+        them over: a member that had not got that far must be told."""
+
 
 class _Room:
     __slots__ = ("name", "members", "head", "opened", "filling", "pending", "reread", "closed")
@@ -193,6 +197,12 @@ class Hub:
         filled = 0
         while not r.closed:
             try:
+                # Reading on past a trimmed stretch would be a silent gap for
+                # every local member: tell them instead.
+                mark = parse_id((await self._log.bounds(r.name)).trim_mark)
+                if mark > r.head:
+                    for m in tuple(r.members):
+                        m.lost(r.name, mark)
                 page = await self._log.read_after(r.name, format_id(r.head), FILL_PAGE)
             except StorageUnavailable:
                 await asyncio.sleep(delay)

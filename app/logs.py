@@ -16,13 +16,22 @@ import orjson
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message", "asctime", "color_message"}
-_TOKEN = re.compile(r"(token=|bearer[. ])[^&\s\"']+", re.IGNORECASE)
+_TOKEN = re.compile(
+    r"((?:t|%74)(?:o|%6f)(?:k|%6b)(?:e|%65)(?:n|%6e)(?:=|%3d)|bearer[. ])[^&\s\"']+",
+    re.IGNORECASE,
+)
+# Client mistakes that uvicorn reports at error level with a traceback; any
+# client could flood the log with them, so they are kept at info, untraced.
+_CLIENT_FAULTS = ("Invalid UTF-8 sequence received from client.",)
 
 
 class RedactTokens(logging.Filter):
     """uvicorn logs request targets, and ``?token=`` would carry a JWT."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg in _CLIENT_FAULTS:
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info = record.exc_text = None
         message = record.getMessage()
         redacted = _TOKEN.sub(r"\1<redacted>", message)
         if redacted != message:

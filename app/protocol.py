@@ -9,6 +9,7 @@ connection stays open either way.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -137,7 +138,10 @@ def checked_body(body: Any, ref: str | None, max_bytes: int) -> str:
     """Encode a message body, refusing one too deep or too large to store."""
     if _depth(body) > MAX_DEPTH:
         raise FrameError("too_large", f"body nested deeper than {MAX_DEPTH} levels", ref=ref)
-    text = encode_body(body)
+    try:
+        text = encode_body(body)
+    except ValueError as exc:
+        raise FrameError("bad_frame", f"body is not storable JSON: {exc}", ref=ref) from None
     if len(text.encode()) > max_bytes:
         raise FrameError("too_large", f"body larger than {max_bytes} bytes", ref=ref)
     return text
@@ -147,19 +151,36 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number out of range: {text[:40]}")
+    return value
+
+
 def decode_json(raw: str | bytes) -> Any:
-    """Strict JSON in: integers of any size kept exactly, no NaN/Infinity.
+    """Strict JSON in: integers of any size kept exactly, no NaN/Infinity
+    (neither as literals nor as overflowing numbers such as ``1e999``).
 
     The standard library parser is used on the way in (orjson would turn
     integers beyond 64 bits into floats and change a client's body); frames
     going out are built with orjson.
     """
-    return json.loads(raw, parse_constant=_no_constants)
+    return json.loads(raw, parse_constant=_no_constants, parse_float=_finite)
 
 
 def encode_body(body: Any) -> str:
-    """Compact JSON text of a message body, as stored and as sent."""
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON text of a message body, as stored and as sent.
+
+    Raises ValueError for text no UTF-8 peer could read (lone surrogates,
+    which JSON's ``\\ud800`` escapes can produce).
+    """
+    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise ValueError("lone surrogate in a string") from None
+    return text
 
 
 def parse_frame(raw: str | bytes, max_body_bytes: int = 65536) -> ClientFrame:
@@ -246,6 +267,9 @@ def published_frame(room: str, sid: str, client_id: str | None, duplicate: bool)
 
 
 def error_frame(code: str, reason: str, ref: str | None = None) -> str:
+    if ref is not None:
+        # Echo what the client sent, but never text that cannot be encoded.
+        ref = ref.encode("utf-8", "replace").decode("utf-8")
     return _dump({"type": "error", "code": code, "reason": reason, "ref": ref})
 
 

@@ -55,6 +55,7 @@ class Feed:
     floor: StreamId = ZERO  # trim mark already reported to the client (recovered:false)
     replayed: int = 0
     started: float = field(default_factory=time.monotonic)
+    fell_behind: bool = False  # the hub could not hand over trimmed entries
     lagging: bool = field(default=False)  # queued for catch-up
 
 
@@ -89,6 +90,13 @@ class Session:
             self._sent["message"] += 1
         else:
             feed.live = False
+            self._lag(feed)
+
+    def lost(self, room: str, mark: StreamId) -> None:
+        feed = self.feeds.get(room)
+        if feed is not None and feed.live and feed.last < mark:
+            feed.live = False
+            feed.fell_behind = True
             self._lag(feed)
 
     # -- join / leave ----------------------------------------------------------
@@ -151,6 +159,8 @@ class Session:
 
     async def _catch_up(self, feed: Feed) -> None:
         room = feed.room
+        if feed.fell_behind:
+            raise FellBehind(room)
         delay = 0.05
         while self.feeds.get(room) is feed:
             if feed.last >= self._hub.head(room):

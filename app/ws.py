@@ -216,8 +216,12 @@ class Connection:
             if msg["type"] == "websocket.disconnect":
                 return
             text = msg.get("text")
-            raw = text.encode() if text is not None else (msg.get("bytes") or b"")
-            if len(raw) > limit:
+            if text is not None:
+                # A character is 1-4 bytes: count bytes only when it matters.
+                size = len(text) if len(text) > limit or len(text) * 4 <= limit else len(text.encode())
+            else:
+                size = len(msg.get("bytes") or b"")
+            if size > limit:
                 metrics.received("too_large")
                 self.error("too_large", f"frames are limited to {limit} bytes", None)
                 continue

@@ -45,6 +45,7 @@ class _Link:
 
     def __init__(self, conn: AbstractConnection) -> None:
         self.conn = conn
+        self.closed = False
         self.write_lock = asyncio.Lock()
         # Per channel, futures for (UN)SUBSCRIBE commands in the order sent;
         # Redis confirms them in that order.
@@ -52,8 +53,19 @@ class _Link:
         self.active: set[str] = set()
 
     async def send(self, *args: str) -> None:
+        # redis-py would silently open a fresh (unsubscribed) connection
+        # under us if this one dropped: refuse instead, the run loop rebuilds.
+        if self.closed or not self.conn.is_connected:
+            raise ConnectionError("Pub/Sub link closed")
         async with self.write_lock:
             await self.conn.send_command(*args)
+
+    async def close(self) -> None:
+        self.closed = True
+        try:
+            await self.conn.disconnect()
+        except Exception:
+            pass
 
     def fail_all(self) -> None:
         for futures in self.pending.values():
@@ -166,7 +178,6 @@ class Bus:
                 await link.send("SUBSCRIBE", *channels)
                 self._link = link
                 pinger = asyncio.create_task(self._watch(link))
-                backoff = 0.05
                 await self._read(link)
             except asyncio.CancelledError:
                 raise
@@ -176,12 +187,20 @@ class Bus:
                 self._up.clear()
                 self._canary_ok = False
                 self._link = None
+                if link is not None:
+                    link.closed = True
+                    link.fail_all()
+                    # Reset the backoff only after a link that really worked.
+                    backoff = 0.05 if self._canary in link.active else min(backoff * 2, 1.0)
+                else:
+                    backoff = min(backoff * 2, 1.0)
                 if pinger is not None:
                     pinger.cancel()
-                    # Collect its end (a PING on the broken link fails too).
-                    await asyncio.gather(pinger, return_exceptions=True)
-                if link is not None:
-                    link.fail_all()
+                    # Collect its end (a PING on the broken link fails too),
+                    # without ever waiting on it for long.
+                    await asyncio.wait([pinger], timeout=1.0)
+                    if pinger.done() and not pinger.cancelled():
+                        pinger.exception()
                 try:
                     await conn.disconnect()
                 except Exception:
@@ -189,13 +208,12 @@ class Bus:
             self.reconnects += 1
             self._observer.pubsub_reconnect()
             await asyncio.sleep(backoff * (0.5 + random.random()))
-            backoff = min(backoff * 2, 1.0)
 
     async def _watch(self, link: _Link) -> None:
         """PING every second; send a canary every few seconds."""
         loop = asyncio.get_running_loop()
         next_canary = loop.time()
-        while True:
+        while not link.closed:
             await link.send("PING")
             if loop.time() >= next_canary and self._canary in link.active:
                 next_canary = loop.time() + self._canary_interval
@@ -218,7 +236,7 @@ class Bus:
                 log.warning("pubsub canary did not come back: rebuilding the subscription")
                 self._canary_ok = False
                 self._observer.canary_missed()
-                await link.conn.disconnect()
+                await link.close()
         finally:
             self._canary_waiters.pop(nonce, None)
 

@@ -14,6 +14,7 @@ into an ``unavailable`` answer: never a hang, never a crash.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+import logging
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -27,6 +28,7 @@ from tenacity import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger("streamgate.redis")
 
 _TRANSIENT_PREFIXES = ("READONLY", "LOADING", "NOREPLICAS", "MASTERDOWN", "TRYAGAIN")
 
@@ -87,8 +89,15 @@ class RetryPolicy:
             async for attempt in retrying:
                 with attempt:
                     return await call()
+        except StorageUnavailable:
+            raise
         except Exception as exc:
             if is_transient(exc):
+                raise StorageUnavailable(str(exc) or type(exc).__name__) from exc
+            if isinstance(exc, rex.RedisError):
+                # Not retryable (NOAUTH, NOPERM, a protocol error): still the
+                # storage saying no, and the client must hear `unavailable`.
+                log.warning("redis refused a command: %s", exc)
                 raise StorageUnavailable(str(exc) or type(exc).__name__) from exc
             raise
         raise AssertionError("unreachable")  # pragma: no cover

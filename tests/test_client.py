@@ -636,11 +636,6 @@ async def test_trimmed_history_is_reported_as_a_gap(
         assert isinstance(item, Message) and item.id == live
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server: the hub's repair after a lost Pub/Sub connection reads the stream from its head "
-    "and skips entries trimmed meanwhile, without closing the socket (app/hub.py _fill)",
-)
 async def test_a_live_client_is_told_when_its_instance_lost_trimmed_messages(
     make_instance: Callable[..., Instance], tmp_path: Path, room: str, uid: Callable[[str], str]
 ) -> None:

@@ -642,13 +642,6 @@ async def _answers_on_one_socket(inst: Instance, frames: list[str]) -> tuple[lis
     return [f for f in reader.frames() if f["type"] not in ("welcome", "message", "joined", "pong")], reader
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: a JSON escape of a lone surrogate (valid UTF-8 text) in a room, `to` or body "
-    "kills the connection with 1011 and logs a traceback: error_frame() -> orjson.dumps refuses the "
-    "surrogate in `ref` (app/protocol.py _dump), checked_body() -> text.encode() raises "
-    "UnicodeEncodeError (app/protocol.py), neither is a FrameError",
-)
 async def test_lone_surrogate_escapes_get_error_frames(bugs: Instance) -> None:
     mark = LogMark.now(bugs)
     frames = [
@@ -660,17 +653,13 @@ async def test_lone_surrogate_escapes_get_error_frames(bugs: Instance) -> None:
     outcomes = []
     for text in frames:  # one connection each: the first failure must not hide the others
         answers, reader = await _answers_on_one_socket(bugs, [text])
+        ended, code = reader.ended.is_set(), reader.close_code
         await reader.stop()
-        outcomes.append((text, reader.close_code if reader.ended.is_set() else [a.get("code") for a in answers]))
+        outcomes.append((text, code if ended else [a.get("code") for a in answers]))
     assert all(isinstance(o, list) and len(o) == 1 for _, o in outcomes), outcomes
     assert mark.problems() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: HTTP POST of a body with a lone-surrogate escape answers 500 with a traceback "
-    "(checked_body -> UnicodeEncodeError in app/protocol.py, not turned into a 4xx)",
-)
 async def test_http_lone_surrogate_is_a_client_error(bugs: Instance) -> None:
     mark = LogMark.now(bugs)
     async with httpx.AsyncClient(base_url=bugs.url) as http:
@@ -680,12 +669,6 @@ async def test_http_lone_surrogate_is_a_client_error(bugs: Instance) -> None:
     assert mark.problems() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: a number that overflows a double (1e999) parses as inf and is stored as the "
-    "text `Infinity` (json.dumps allows NaN/Infinity): every member gets a message frame that "
-    "JSON.parse rejects, and /rooms/{room}/messages serves invalid JSON from then on",
-)
 async def test_non_finite_numbers_are_refused(bugs: Instance) -> None:
     room = f"inf-{uuid.uuid4().hex[:8]}"
     member_ws = await RawWebSocket.connect("127.0.0.1", bugs.port, "/ws?user=member")
@@ -708,12 +691,6 @@ async def test_non_finite_numbers_are_refused(bugs: Instance) -> None:
         await member.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server-side (uvicorn websockets-sansio): a text frame with invalid UTF-8 is closed with "
-    "1007 as it should, but uvicorn logs it with logger.exception at ERROR with a traceback: any "
-    "client can fill the error log; the project chooses the ws implementation and the log filter",
-)
 async def test_invalid_utf8_is_not_logged_as_an_error(bugs: Instance) -> None:
     mark = LogMark.now(bugs)
     ws = await RawWebSocket.connect("127.0.0.1", bugs.port, "/ws?user=utf8")

@@ -219,13 +219,6 @@ HOGS = 4
 MAX_HELD = 16 * 2**20
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: MAX_FRAME_BYTES is checked only after uvicorn has buffered the whole message; "
-    "python -m app (the Dockerfile's CMD) does not pass ws_max_size, so uvicorn's 16 MiB default "
-    "applies and each connection can make the instance hold ~12 MiB (measured +48 MiB RSS for 4 "
-    "connections; one complete 15 MiB frame costs ~46 MiB with the decode and text.encode() copy)",
-)
 async def test_frames_far_over_the_limit_are_not_buffered(instances: ModuleInstances) -> None:
     """Each hog sends all but the last byte of a 12 MiB text frame, so that a
     server that buffers frames it will refuse anyway holds them all at once."""

@@ -234,28 +234,11 @@ def anonymous(instances: ModuleInstances, tls_redis: TlsRedis) -> Instance:
                            REDIS_CA_FILE=str(tls_redis.pki.ca), **FAST_FAIL)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: a publish whose EVALSHA gets a non-transient Redis error (here 'Protocol "
-    "error: unauthenticated multibulk length'; also NOAUTH/NOPERM) escapes as a raw ResponseError: "
-    "streams/retry.py only converts transient errors to StorageUnavailable and Connection._publish "
-    "catches nothing else, so the socket dies with 1011 and a traceback instead of `unavailable`",
-)
 async def test_missing_credentials_are_refused_cleanly(anonymous: Instance) -> None:
     await _refused_by_redis(anonymous)
     _clean_log(anonymous)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: streams/bus.py Bus._run cancels the pinger (_watch) and then awaits it "
-    "without a bound; on Python 3.11 asyncio.wait_for inside redis-py's send_packed_command can "
-    "swallow that cancellation, the pinger lives on (redis-py reconnects its connection and it "
-    "PINGs every second) and the bus waits for it forever: no more Pub/Sub, /readyz 503 until "
-    "restart, even after Redis accepts the instance. Refused subscriptions make the bus reconnect "
-    "10-20 times a second (the backoff is reset before SUBSCRIBE is confirmed), so it hits the "
-    "race within seconds",
-)
 async def test_refused_instance_becomes_ready_once_redis_accepts_it(
     instances: ModuleInstances, tls_redis: TlsRedis
 ) -> None:
