@@ -192,9 +192,20 @@ class Hub:
         await self._fill(r)
 
     async def _fill(self, r: _Room) -> None:
-        """Read from ``head`` to the stream's end, then replay the buffer."""
+        """Read from ``head`` to the stream's end, then hand over the buffer.
+
+        The buffer is handed over only while its ``prev`` chain continues
+        from ``head``. A break means an entry exists that neither the read
+        nor the buffer holds: in replica mode an entry confirmed after a
+        newer one is never announced by itself, and its newer neighbour's
+        notification can arrive before the reply of a read that ran too
+        early to see it. So read again. Only a break the stream cannot
+        explain (its ``prev`` was erased by a failover) is handed over as it
+        is, after a second empty read.
+        """
         delay = 0.05
         filled = 0
+        unexplained = 0
         while not r.closed:
             try:
                 # Reading on past a trimmed stretch would be a silent gap for
@@ -216,31 +227,36 @@ class Hub:
                     self._hand_over(r, env, key)
                     filled += 1
             if page:
+                unexplained = 0
                 continue
             if r.reread:
                 r.reread = False
                 continue
-            break
+            if self._drain_chain(r, force=unexplained >= 2):
+                break
+            unexplained += 1
         if r.closed:
             return
         if filled:
             self._on_gap_filled(filled)
-        self._drain_pending(r)
 
-    def _drain_pending(self, r: _Room) -> None:
-        """Hand over what arrived during a fill, in id order.
-
-        The fill has just read the stream to its end, so anything buffered
-        and newer than ``head`` was appended after that read: it follows on
-        directly and needs no ``prev`` check.
-        """
+    def _drain_chain(self, r: _Room, force: bool) -> bool:
+        """Hand over buffered entries, in id order, while each one's ``prev``
+        is ``head`` (or all of them when ``force``). True when the buffer is
+        empty and live delivery resumes; False when the chain broke and the
+        rest stays buffered for another read."""
         pending = sorted(r.pending, key=lambda e: parse_id(e.id))
+        for i, env in enumerate(pending):
+            key = parse_id(env.id)
+            if key <= r.head:
+                continue
+            if not force and parse_id(env.prev) != r.head:
+                r.pending = pending[i:]
+                return False
+            self._hand_over(r, env, key)
         r.pending = []
         r.filling = False
-        for env in pending:
-            key = parse_id(env.id)
-            if key > r.head:
-                self._hand_over(r, env, key)
+        return True
 
     def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
         task = asyncio.create_task(coro)
