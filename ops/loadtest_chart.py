@@ -22,7 +22,7 @@ def draw(report: dict[str, Any], path: Path) -> None:
     title = report.get("label") or "streamgate load test"
     h = report.get("headline")
     if h:
-        title += f" — best passing step {h['deliveries_per_s']:,.0f} deliveries/s, p99 {h['p99_ms']:.1f} ms"
+        title += f"\nbest passing step {h['deliveries_per_s']:,.0f} deliveries/s, p99 {h['p99_ms']:.1f} ms"
     fig.suptitle(title, fontsize=11)
 
     for key, style in (("p50_ms", "-"), ("p90_ms", "--"), ("p99_ms", "-"), ("max_ms", ":")):
