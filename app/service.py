@@ -50,7 +50,7 @@ class Service:
         self.auth = Authenticator(settings)
         self.keys = Keys(settings.key_prefix)
         self.redis = RedisConnector(settings.redis)
-        self.redis.on_failover = self.metrics.failover
+        self.redis.on_failover = self._master_moved
         budget = settings.retry_budget_s
         policy = RetryPolicy(budget, on_retry=self.metrics.retry, recover=self.redis.recover)
         acks = (
@@ -78,6 +78,7 @@ class Service:
         self.draining = False
         self._heartbeat: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self.metrics.watch(
             queued=lambda: sum(len(c.outbox) for c in self.conns),  # type: ignore[attr-defined]
             rooms=lambda: len(self.hub),
@@ -85,13 +86,23 @@ class Service:
             draining=lambda: float(self.draining),
         )
 
+    def _spawn(self, coro, name: str) -> None:  # type: ignore[no-untyped-def]
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _master_moved(self) -> None:
+        self.metrics.failover()
+        self._spawn(self.bus.reconnect(), "bus-reconnect")
+
     async def start(self) -> None:
         self.bus.start()
+        self._spawn(self.redis.watch_master(), "master-watch")
         self._heartbeat = asyncio.create_task(self._refresh_presence(), name="presence")
         self._watchdog = asyncio.create_task(self._watch_writers(), name="slow-watchdog")
 
     async def stop(self) -> None:
-        for task in (self._heartbeat, self._watchdog):
+        for task in (self._heartbeat, self._watchdog, *self._tasks):
             if task is not None:
                 task.cancel()
         await self.bus.stop()

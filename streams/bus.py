@@ -151,6 +151,13 @@ class Bus:
                 # The link broke under us; the run loop is rebuilding it.
                 await asyncio.sleep(0.05)
 
+    async def reconnect(self) -> None:
+        """Drop the current link (the master moved): the run loop rebuilds
+        it where the master is now and catches every room up."""
+        link = self._link
+        if link is not None:
+            await link.close()
+
     async def unsubscribe(self, room: str) -> None:
         channel = self._keys.channel(room)
         self._wanted.discard(channel)

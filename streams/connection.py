@@ -9,6 +9,8 @@ the sentinels for the current master each time it connects).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,6 +33,9 @@ class RedisSettings:
     socket_timeout_s: float = 2.0
     connect_timeout_s: float = 2.0
     ssl_ca_file: str | None = None
+
+
+log = logging.getLogger("streamgate.redis")
 
 
 def _no_retry() -> Retry:
@@ -94,10 +99,35 @@ class RedisConnector:
         connects afresh (and, with Sentinel, to wherever the master is now)."""
         await self.pool.disconnect(inuse_connections=False)
         if self._sentinel is not None:
-            address = await self._sentinel.discover_master(self.settings.master_name)
-            if self._master is not None and address != self._master:
-                self.on_failover()
+            await self._check_master()
+
+    async def watch_master(self, interval_s: float = 1.0) -> None:
+        """Sentinel mode: follow the master even when nothing fails.
+
+        Reads do not fail on a demoted or stale old master (a frozen master
+        that resumes still answers, with old data), so waiting for an error
+        is not enough: a history read or a replay there would silently miss
+        messages. Every second the sentinels are asked where the master is;
+        when it moved, every pooled connection is dropped at once.
+        """
+        if self._sentinel is None:
+            return
+        while True:
+            try:
+                await self._check_master()
+            except Exception as exc:  # sentinels unreachable: keep what we have
+                log.warning("sentinel query failed: %s", exc)
+            await asyncio.sleep(interval_s)
+
+    async def _check_master(self) -> None:
+        assert self._sentinel is not None
+        address = await self._sentinel.discover_master(self.settings.master_name)
+        if self._master is not None and address != self._master:
+            log.warning("redis master moved from %s to %s", self._master, address)
             self._master = address
+            await self.pool.disconnect(inuse_connections=True)
+            self.on_failover()
+        self._master = address
 
     async def close(self) -> None:
         await self.client.aclose()
