@@ -205,15 +205,15 @@ def passes(row: Mapping[str, Any], criteria: Mapping[str, float]) -> bool:
 
 
 def headline(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
-    """The highest passing step, provided every step below it passed too."""
-    best = None
-    for row in rows:
-        if not row["pass"]:
-            break
-        best = row
-    if best is None:
+    """The highest step that passed; ``first_failed_below`` names a lower step
+    that failed, if any (on a shared machine one latency blip fails a step)."""
+    passed = [r for r in rows if r["pass"]]
+    if not passed:
         return None
-    return {"step": best["index"], "rate": best["rate"],
+    best = max(passed, key=lambda r: r["rate"])
+    failed = [r["index"] for r in rows if not r["pass"] and r["rate"] < best["rate"]]
+    return {"first_failed_below": failed[0] if failed else None,
+            "step": best["index"], "rate": best["rate"],
             "deliveries_per_s": best["deliveries_per_s"],
             "p99_ms": best["latency_ms"]["p99"],
             "delivered_ratio": best["delivered_ratio"],

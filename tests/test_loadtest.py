@@ -95,7 +95,7 @@ def test_a_wrong_id_for_a_confirmed_message_is_a_mismatch() -> None:
     assert verify([_pub()], [worker], STEPS)["id_mismatch"] == 1
 
 
-def test_headline_is_the_last_step_of_an_unbroken_passing_run() -> None:
+def test_headline_is_the_highest_passing_step() -> None:
     crit = {"min_delivered": 0.999, "max_p99_ms": 100.0}
     rows = [{"index": i, "rate": r, "deliveries_per_s": r * 100, "delivered_ratio": d,
              "latency_ms": {"p99": p}, "deliveries_per_server_cpu_s": 1}
@@ -104,7 +104,8 @@ def test_headline_is_the_last_step_of_an_unbroken_passing_run() -> None:
         row["pass"] = passes(row, crit)
     assert [r["pass"] for r in rows] == [True, True, False, True]
     best = headline(rows)
-    assert best is not None and best["rate"] == 20
+    assert best is not None and best["rate"] == 40 and best["first_failed_below"] == 2
+    assert headline([dict(rows[2])]) is None
 
 
 # --- one tiny real run ----------------------------------------------------------------
