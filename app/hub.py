@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol
 
@@ -29,18 +30,21 @@ from streams.log import RoomLog
 from streams.model import ZERO, Envelope, StreamId, format_id, parse_id
 from streams.retry import StorageUnavailable
 
-from .protocol import message_frame
+from .protocol import message_frame, wire_text_frame
 
 log = logging.getLogger("streamgate.hub")
 
 FILL_PAGE = 500
+# Full replay pages kept for sessions catching up from the same point (a
+# reconnect storm replays the same stretch to many sockets).
+PAGE_CACHE = 32
 PENDING_LIMIT = 10_000
 
 
 class Member(Protocol):
     user: str
 
-    def deliver(self, env: Envelope, key: StreamId, frame: str) -> None: ...
+    def deliver(self, env: Envelope, key: StreamId, frame: str, wire: bytes) -> None: ...
 
     def lost(self, room: str, mark: StreamId) -> None:
         """Entries before ``mark`` were trimmed before the hub could hand
@@ -76,6 +80,38 @@ class Hub:
         self._on_handover = on_handover
         self._rooms: dict[str, _Room] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._pages: OrderedDict[tuple[str, StreamId, int], asyncio.Future[tuple[list[Envelope], bytes]]] = OrderedDict()
+
+    async def replay_page(self, room: str, after: StreamId, count: int) -> tuple[list[Envelope], bytes]:
+        """Up to ``count`` entries after ``after`` and their wire frames joined:
+        one Redis read and one encoding per full page however many sessions
+        ask (a page that is not full may still grow, so it is not kept)."""
+        key = (room, after, count)
+        fut = self._pages.get(key)
+        if fut is not None:
+            self._pages.move_to_end(key)
+            return await asyncio.shield(fut)
+        fut = asyncio.get_running_loop().create_future()
+        self._pages[key] = fut
+        try:
+            page = await self._log.read_after(room, format_id(after), count)
+            blob = b"".join(wire_text_frame(message_frame(e)) for e in page)
+        except BaseException as exc:
+            self._pages.pop(key, None)
+            if not fut.done():
+                fut.set_exception(exc)
+                fut.exception()
+            raise
+        fut.set_result((page, blob))
+        if len(page) < count:
+            self._pages.pop(key, None)
+        while len(self._pages) > PAGE_CACHE:
+            self._pages.popitem(last=False)
+        return page, blob
+
+    def forget_pages(self) -> None:
+        """The master moved: cached pages may hold entries it never had."""
+        self._pages.clear()
 
     def bind(self, bus: Bus) -> None:
         self._bus = bus
@@ -164,9 +200,10 @@ class Hub:
 
     def _hand_over(self, r: _Room, env: Envelope, key: StreamId) -> None:
         frame = message_frame(env)
+        wire = wire_text_frame(frame)
         members = tuple(r.members)
         for m in members:
-            m.deliver(env, key, frame)
+            m.deliver(env, key, frame, wire)
         r.head = key
         self._on_handover(env, len(members))
 

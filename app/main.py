@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
+from starlette.routing import WebSocketRoute
 
 from .config import Settings, load_settings
 from .drain import Drainer
@@ -20,7 +21,7 @@ from .http import router as http_router
 from .rawsocket import AbortableWebSockets
 from .service import Service
 from .static import STATIC_DIR
-from .ws import router as ws_router
+from .ws import websocket_endpoint
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -47,7 +48,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(AbortableWebSockets)
     app.include_router(http_router)
-    app.include_router(ws_router)
+    # A plain Starlette route: no per-socket dependency machinery.
+    app.router.routes.append(WebSocketRoute("/ws", websocket_endpoint))
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -19,6 +19,39 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 
+RAW_HIGH_WATER = 64 * 1024
+
+
+class Signal:
+    """An ``asyncio.Event`` for one waiter that allocates nothing until waited on
+    (an Event carries a deque of waiters: ~600 bytes, three per socket)."""
+
+    __slots__ = ("_flag", "_fut")
+
+    def __init__(self, flag: bool = False) -> None:
+        self._flag = flag
+        self._fut: asyncio.Future[None] | None = None
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def set(self) -> None:
+        self._flag = True
+        fut, self._fut = self._fut, None
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def clear(self) -> None:
+        self._flag = False
+
+    async def wait(self) -> None:
+        if self._flag:
+            return
+        if self._fut is None or self._fut.done():
+            self._fut = asyncio.get_running_loop().create_future()
+        await self._fut
+
+
 class TooSlow(Exception):
     """The socket could not take frames within the allowed time."""
 
@@ -37,13 +70,15 @@ class Outbox:
         self._hard = limit + control_slack
         self._stall_timeout = stall_timeout_s
         self._queue: deque[str] = deque()
-        self._ready = asyncio.Event()
-        self._space = asyncio.Event()
-        self._space.set()
-        self._drained = asyncio.Event()
+        self._ready = Signal()
+        self._space = Signal(True)
+        self._drained = Signal()
         self._writing = False
         self._send_started = 0.0
         self.sent = 0
+        # The socket's transport (when the server exposes it, see rawsocket.py)
+        # for direct writes of shared, pre-encoded frames.
+        self.raw: asyncio.WriteTransport | None = None
 
     def stalled(self, now: float) -> bool:
         """Has one write been waiting longer than the stall timeout?"""
@@ -52,8 +87,16 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._queue)
 
-    def offer(self, frame: str) -> bool:
-        """Queue a message frame if there is room; never waits."""
+    def offer(self, frame: str, wire: bytes | None = None) -> bool:
+        """Queue a message frame if there is room; never waits. With nothing
+        queued or in flight and the transport below its high-water mark, the
+        shared pre-encoded frame goes straight to the transport."""
+        raw = self.raw
+        if (wire is not None and raw is not None and not self._queue and not self._writing
+                and raw.get_write_buffer_size() < RAW_HIGH_WATER and not raw.is_closing()):
+            raw.write(wire)
+            self.sent += 1
+            return True
         if len(self._queue) >= self._limit:
             self._space.clear()
             return False
@@ -104,7 +147,17 @@ class Outbox:
             self._writing = True
             self._send_started = loop.time()
             try:
-                await self._send(frame)
+                if isinstance(frame, bytes):
+                    # A whole replay page: one write, then wait (politely
+                    # polling: the transport offers no awaitable) until the
+                    # peer has taken most of it, so one page at a time is
+                    # all a slow socket holds.
+                    raw = self.raw
+                    raw.write(frame)
+                    while raw.get_write_buffer_size() > RAW_HIGH_WATER and not raw.is_closing():
+                        await asyncio.sleep(0.002)
+                else:
+                    await self._send(frame)
             finally:
                 self._writing = False
             self.sent += 1

@@ -246,6 +246,23 @@ def message_frame(env: Envelope) -> str:
     )
 
 
+def wire_text_frame(text: str) -> bytes:
+    """The bytes of an unmasked, unfragmented server text frame carrying ``text``.
+
+    Server frames are never masked (RFC 6455 5.1), so these bytes are the same
+    for every socket: built once per fan-out, written to each transport as is.
+    """
+    data = text.encode()
+    n = len(data)
+    if n < 126:
+        head = bytes((0x81, n))
+    elif n < 65536:
+        head = bytes((0x81, 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((0x81, 127)) + n.to_bytes(8, "big")
+    return head + data
+
+
 def welcome_frame(user: str, instance: str) -> str:
     return _dump({"type": "welcome", "user": user, "instance": instance, "protocol": PROTOCOL_VERSION})
 

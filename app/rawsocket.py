@@ -36,6 +36,7 @@ class AbortableWebSockets:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
             scope[ABORT_KEY] = _abort_for(send)
+            scope["streamgate.transport"] = getattr(getattr(send, "__self__", None), "transport", None)
         await self.app(scope, receive, send)
 
 

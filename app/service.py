@@ -93,6 +93,7 @@ class Service:
 
     def _master_moved(self) -> None:
         self.metrics.failover()
+        self.hub.forget_pages()
         self._spawn(self.bus.reconnect(), "bus-reconnect")
 
     async def start(self) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections import deque
 import logging
 import time
 from collections.abc import Callable
@@ -33,12 +34,12 @@ from streams.retry import StorageUnavailable
 
 from .auth import Principal
 from .hub import Hub
-from .outbox import Outbox, TooSlow
+from .outbox import Outbox, Signal, TooSlow
 from .protocol import joined_frame, message_frame
 
 log = logging.getLogger("streamgate.session")
 
-CATCH_UP_PAGE = 200
+CATCH_UP_PAGE = 1000
 
 
 class FellBehind(Exception):
@@ -75,17 +76,18 @@ class Session:
         self._hub = hub
         self._log = log_
         self.feeds: dict[str, Feed] = {}
-        self._lagging: asyncio.Queue[Feed] = asyncio.Queue()
+        self._lagging: deque[Feed] = deque()
+        self._lag_signal = Signal()
         self._on_replayed = on_replayed
         self._sent: collections.Counter[str] = sent if sent is not None else collections.Counter()
 
     # -- called by the hub: must not block -----------------------------------
 
-    def deliver(self, env: Envelope, key: StreamId, frame: str) -> None:
+    def deliver(self, env: Envelope, key: StreamId, frame: str, wire: bytes) -> None:
         feed = self.feeds.get(env.room)
         if feed is None or not feed.live or key <= feed.last:
             return
-        if self.outbox.offer(frame):
+        if self.outbox.offer(frame, wire):
             feed.last = key
             self._sent["message"] += 1
         else:
@@ -146,12 +148,16 @@ class Session:
     def _lag(self, feed: Feed) -> None:
         if not feed.lagging:
             feed.lagging = True
-            self._lagging.put_nowait(feed)
+            self._lagging.append(feed)
+            self._lag_signal.set()
 
     async def run_catch_up(self) -> None:
         """The session's catch-up worker: one feed at a time, at socket pace."""
         while True:
-            feed = await self._lagging.get()
+            while not self._lagging:
+                self._lag_signal.clear()
+                await self._lag_signal.wait()
+            feed = self._lagging.popleft()
             feed.lagging = False
             if self.feeds.get(feed.room) is not feed:
                 continue
@@ -172,7 +178,7 @@ class Session:
                 trimmed = parse_id((await self._log.bounds(room)).trim_mark)
                 if trimmed > max(feed.last, feed.floor):
                     raise FellBehind(room)
-                page = await self._log.read_after(room, format_id(feed.last), CATCH_UP_PAGE)
+                page, blob = await self._hub.replay_page(room, feed.last, CATCH_UP_PAGE)
             except StorageUnavailable:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
@@ -184,6 +190,13 @@ class Session:
                 # failover. The stream is the truth; go live from here.
                 self._go_live(feed)
                 return
+            if self.outbox.raw is not None:
+                await self.outbox.put(blob)  # the whole page in one write
+                self._sent["message"] += len(page)
+                feed.last = page[-1].key
+                if feed.joining:
+                    feed.replayed += len(page)
+                continue
             for env in page:
                 if env.key <= feed.last:
                     continue

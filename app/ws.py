@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 
-from fastapi import APIRouter, WebSocket
+from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from streams.retry import StorageUnavailable
@@ -26,7 +26,6 @@ from .service import Forbidden, Service
 from .session import FellBehind, Session
 
 log = logging.getLogger("streamgate.ws")
-router = APIRouter()
 
 SUBPROTOCOL = "streamgate.v1"
 TOKEN_SUBPROTOCOL_PREFIX = "bearer."
@@ -67,7 +66,6 @@ async def _refuse(ws: WebSocket, svc: Service, code: int, reason: str, metric: s
     await ws.close(code, reason)
 
 
-@router.websocket("/ws")
 async def websocket_endpoint(ws: WebSocket) -> None:
     svc: Service = ws.app.state.service
     offered = _offered(ws)
@@ -97,6 +95,7 @@ class Connection:
         self.who = who
         s = svc.settings
         self.outbox = Outbox(ws.send_text, s.outbound_queue, s.slow_consumer_timeout_s)
+        self.outbox.raw = ws.scope.get("streamgate.transport")
         self.session = Session(who, self.outbox, svc.hub, svc.log, svc.metrics.replay_done,
                                svc.metrics.frames_sent)
         self.bucket = TokenBucket(s.publish_rate, s.publish_burst)
