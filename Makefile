@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test bench cluster clean
+.PHONY: install run test bench cluster cluster-down cluster-status clean
 
 install: $(STAMP)
 
@@ -21,6 +21,12 @@ test: install
 
 cluster: install
 	$(BIN)/python -m ops.cluster up
+
+cluster-down: install
+	$(BIN)/python -m ops.cluster down
+
+cluster-status: install
+	$(BIN)/python -m ops.cluster status
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -24,6 +24,10 @@ def main() -> None:
         # far over it, the server closes with 1009 before buffering them.
         ws_max_size=4 * s.max_frame_bytes,
         log_config=None,
+        # Measured the cheapest per delivery of uvicorn's three (see
+        # docs/benchmarks.md); pinned so a change of its default cannot
+        # silently change ours.
+        ws="websockets-sansio",
     )
 
 
