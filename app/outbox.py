@@ -77,7 +77,8 @@ class Outbox:
         self._send_started = 0.0
         self.sent = 0
         # The socket's transport (when the server exposes it, see rawsocket.py)
-        # for direct writes of shared, pre-encoded frames.
+        # for direct writes of shared, pre-encoded frames; never once the
+        # server has sent its close frame (uvicorn's protocol says so).
         self.raw: asyncio.WriteTransport | None = None
 
     def stalled(self, now: float) -> bool:
@@ -93,7 +94,8 @@ class Outbox:
         shared pre-encoded frame goes straight to the transport."""
         raw = self.raw
         if (wire is not None and raw is not None and not self._queue and not self._writing
-                and raw.get_write_buffer_size() < RAW_HIGH_WATER and not raw.is_closing()):
+                and raw.get_write_buffer_size() < RAW_HIGH_WATER and not raw.is_closing()
+                and not getattr(raw.get_protocol(), "close_sent", False)):
             raw.write(wire)
             self.sent += 1
             return True
