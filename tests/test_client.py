@@ -724,13 +724,16 @@ async def test_token_expiry_close_is_resumed_with_a_fresh_token(
         stop = asyncio.Event()
 
         async def publisher() -> None:
-            while not stop.is_set() and len(published) < 20_000:
+            # Paced (about 200/s), so that the room's history (10,000 entries)
+            # outlasts the token's lifetime plus the server's leeway.
+            while not stop.is_set() and len(published) < 5_000:
                 published.append(await pub.publish(room, len(published)))
+                await asyncio.sleep(0.005)
 
         task = asyncio.create_task(publisher())
         try:
             try:
-                await async_wait_until(lambda: calls and c.connections >= 2, 10)
+                await async_wait_until(lambda: calls and c.connections >= 2, 15)
             except AssertionError:
                 pytest.skip("this server does not close sockets when their token expires")
             at_refresh = len(published)
