@@ -98,7 +98,7 @@ def _room(frame: dict[str, Any], field: str = "room") -> str:
     if not isinstance(room, str):
         raise FrameError("bad_frame", f"'{field}' must be a string")
     if not valid_room(room):
-        raise FrameError("invalid_room", f"invalid room name", ref=room[:200])
+        raise FrameError("invalid_room", "invalid room name", ref=room[:200])
     return room
 
 
