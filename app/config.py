@@ -11,7 +11,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from streams.connection import RedisSettings
+from streams.connection import DEFAULT_REDIS_URL, RedisSettings
 
 
 class ConfigError(ValueError):
@@ -115,7 +115,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     origins = tuple(o.strip() for o in get("ALLOWED_ORIGINS", origins_default).split(",") if o.strip())
 
     redis = RedisSettings(
-        url=get("REDIS_URL", "redis://localhost:6379/0"),
+        url=get("REDIS_URL", DEFAULT_REDIS_URL),
         sentinels=_sentinels(env.get("REDIS_SENTINELS", "")),
         master_name=get("REDIS_SENTINEL_MASTER", "mymaster"),
         sentinel_password=env.get("REDIS_SENTINEL_PASSWORD") or None,

@@ -21,9 +21,12 @@ from redis.backoff import NoBackoff
 from redis.asyncio.retry import Retry
 
 
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+
+
 @dataclass(frozen=True, slots=True)
 class RedisSettings:
-    url: str = "redis://localhost:6379/0"
+    url: str = DEFAULT_REDIS_URL
     sentinels: tuple[tuple[str, int], ...] = ()
     master_name: str = "mymaster"
     sentinel_password: str | None = None

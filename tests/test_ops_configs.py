@@ -2,7 +2,7 @@
 
 Each file is checked by the program that will read it (docker-compose,
 nginx -t, redis-server, redis-sentinel, promtool), started on free loopback
-ports in a temporary directory, never against the shared Redis on 6379.
+ports in a temporary directory, never against the shared Redis on the standard port.
 """
 
 from __future__ import annotations

@@ -231,7 +231,7 @@ class Topology:
         """Sentinel-mode settings of an app instance on this topology.
 
         REDIS_URL names the first master too, so nothing can ever fall back
-        to a default Redis on 6379.
+        to a default Redis on the standard port.
         """
         first = self.nodes[0]
         env = {

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import socket
 
-# A shared Redis listens on the default port of this machine: never touch it.
-_RESERVED = {6379}
+# A shared Redis (and Sentinel) listen on the default ports: never touch them.
+from ops.procs import RESERVED_PORTS as _RESERVED
 
 
 def free_port() -> int:

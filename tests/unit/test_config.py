@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from app.config import ConfigError, load_settings
+from streams.connection import RedisSettings
 
 SECRET = "unit-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
 
@@ -26,7 +27,7 @@ def test_defaults_in_none_mode() -> None:
     assert s.auth_mode == "none"
     assert s.jwt_secret is None and s.jwt_public_key is None
     assert s.allowed_origins == ("*",) and s.any_origin
-    assert s.redis.url == "redis://localhost:6379/0"
+    assert s.redis.url == RedisSettings().url  # the contract's default, localhost
     assert s.redis.sentinels == ()
     assert s.redis.master_name == "mymaster"
     assert s.redis.password is None and s.redis.username is None
