@@ -128,6 +128,9 @@ async def publish(request: Request, room: str) -> Any:
                             or not cid.isascii() or not cid.isprintable() or " " in cid):
         raise HTTPError(400, "bad_frame", "'client_id' must be 1-128 printable ASCII characters")
     svc = _svc(request)
+    if not svc.http_publish_limit.take(who.user):
+        svc.metrics.rate_limited.inc()
+        raise HTTPError(429, "rate_limited", "publishing too fast; slow down and retry")
     try:
         body = checked_body(payload["body"], cid, svc.settings.max_body_bytes)
     except FrameError as exc:

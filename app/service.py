@@ -24,6 +24,7 @@ from streams.retry import RetryPolicy, StorageUnavailable
 from .auth import Authenticator, Principal
 from .config import Settings
 from .hub import Hub
+from .limits import BucketsByUser
 from .metrics import Metrics
 
 log = logging.getLogger("streamgate.service")
@@ -73,6 +74,7 @@ class Service:
         self.presence = Presence(self.redis.client, self.keys, self.instance,
                                  settings.presence_ttl_s, policy)
         self.users: Counter[str] = Counter()
+        self.http_publish_limit = BucketsByUser(settings.publish_rate, settings.publish_burst)
         self.connections = 0
         self.conns: set[object] = set()  # live connections, for drain and metrics
         self.draining = False
