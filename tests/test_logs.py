@@ -22,7 +22,7 @@ from tests.conftest import BASE_ENV, InstanceFactory
 from tests.support import RedisServer, WsClient, new_client_id, open_client, try_connect
 from tests.support.http import auth, room_path
 from tests.support.tokens import SECRET, make_token, unsigned_token
-from tests.test_readiness import ModuleApp
+from tests.support import ModuleAppInstance
 
 TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:?\d\d)$")
 LEVELS = {"debug", "info", "warning", "error", "critical"}
@@ -69,8 +69,9 @@ async def drive(client: WsClient, room: str) -> None:
 
 
 @pytest.fixture
-def module_app(redis_server: RedisServer, tmp_path: Path) -> Iterator[ModuleApp]:
-    app = ModuleApp(tmp_path, dict(BASE_ENV, REDIS_URL=redis_server.url, INSTANCE_ID="logs-module-app", DRAIN_GRACE="0"))
+def module_app(redis_server: RedisServer, tmp_path: Path) -> Iterator[ModuleAppInstance]:
+    app = ModuleAppInstance("python-m-app", dict(BASE_ENV, REDIS_URL=redis_server.url, INSTANCE_ID="logs-module-app", DRAIN_GRACE="0"),
+                            workdir=tmp_path)
     try:
         yield app.start()
     finally:
@@ -78,7 +79,7 @@ def module_app(redis_server: RedisServer, tmp_path: Path) -> Iterator[ModuleApp]
 
 
 async def test_python_m_app_writes_only_json_lines(
-    module_app: ModuleApp, uid: Callable[[str], str], room: str
+    module_app: ModuleAppInstance, uid: Callable[[str], str], room: str
 ) -> None:
     client = await open_client(module_app, uid("logger"))
     try:

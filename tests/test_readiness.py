@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -26,12 +25,19 @@ import redis.asyncio as aioredis
 
 from app.config import load_settings
 from tests.conftest import BASE_ENV, InstanceFactory
-from tests.support import Instance, RedisServer, async_wait_until, new_client_id, open_client, scaled
+from tests.support import (
+    Instance,
+    ModuleAppInstance,
+    RedisServer,
+    async_wait_until,
+    new_client_id,
+    open_client,
+    scaled,
+)
 from tests.support.http import history_ids
 from tests.support.ids import assert_ids_equal
 from tests.support.instance import REPO_ROOT
-from tests.support.ports import free_port
-from tests.support.processes import kill, tail, terminate
+from tests.support.processes import kill, tail
 from tests.test_metrics import Snapshot, scrape, wait_metric
 
 RETRY_BUDGET = "1"
@@ -220,67 +226,24 @@ async def _at_least_one(r: aioredis.Redis) -> bool:
 # -- heartbeats: `python -m app` with HEARTBEAT_INTERVAL -----------------------------
 
 
-class ModuleApp:
-    """`python -m app` on HOST/PORT from the environment, stopped by its pid."""
-
-    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
-        self.name = "python-m-app"
-        self.dir = workdir
-        self.port = free_port()
-        self.env = dict(os.environ, **env, HOST="127.0.0.1", PORT=str(self.port))
-        self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
-        self.log_path = workdir / "app.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> ModuleApp:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=self.dir, env=self.env,
-                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + scaled(20)
-        with httpx.Client(base_url=self.url, timeout=scaled(2)) as http:
-            while True:
-                assert self.proc.poll() is None, f"python -m app exited:\n{tail(self.log_path)}"
-                try:
-                    if http.get("/readyz").status_code == 200:
-                        return self
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, f"python -m app not ready:\n{tail(self.log_path)}"
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            terminate(self.proc, grace=10)
-
-    def ws_url(self, user: str | None = None, token: str | None = None) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws?user={user}"
-
-    def http(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.url, timeout=scaled(10))
-
-
 @pytest.fixture
-def heartbeat_app(redis_server: RedisServer, tmp_path: Path) -> Iterator[ModuleApp]:
+def heartbeat_app(redis_server: RedisServer, tmp_path: Path) -> Iterator[ModuleAppInstance]:
     env = dict(BASE_ENV, REDIS_URL=redis_server.url, HEARTBEAT_INTERVAL="1", INSTANCE_ID="heartbeat",
                DRAIN_GRACE="0")
-    app = ModuleApp(tmp_path, env)
+    app = ModuleAppInstance("python-m-app", env, workdir=tmp_path)
     try:
         yield app.start()
     finally:
         app.stop()
 
 
-async def _scrape_app(app: ModuleApp) -> Snapshot:
+async def _scrape_app(app: ModuleAppInstance) -> Snapshot:
     async with app.http() as http:
         return Snapshot.parse((await http.get("/metrics")).text)
 
 
 async def test_heartbeat_drops_a_peer_that_never_answers_pings(
-    heartbeat_app: ModuleApp, uid: Callable[[str], str]
+    heartbeat_app: ModuleAppInstance, uid: Callable[[str], str]
 ) -> None:
     before = await _scrape_app(heartbeat_app)
     polite = await open_client(heartbeat_app, uid("polite"))  # its reader answers pings
@@ -298,7 +261,7 @@ async def test_heartbeat_drops_a_peer_that_never_answers_pings(
         opened = time.monotonic()
         # From here on the silent peer neither reads nor writes.
 
-        async def gauge(app: ModuleApp, want: float) -> bool:
+        async def gauge(app: ModuleAppInstance, want: float) -> bool:
             return (await _scrape_app(app)).value("websocket_connections") == want
 
         await async_wait_until(lambda: gauge(heartbeat_app, 2), 5, interval=0.05, message="both connected")

@@ -34,6 +34,7 @@ from .traffic import (
     confirmed_count,
     connector,
     longest_gap,
+    shut_down,
     stop_publishers,
     stream_entries,
     wait_confirmed,
@@ -152,9 +153,4 @@ async def test_frozen_master_is_replaced_and_refuses_writes_on_resume(
     finally:
         topology.resume(old)
         probe.close()
-        stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for p in [*pubs, *idle]:
-            await p.close()
-        for s in subs:
-            await s.close()
+        await shut_down(stop, tasks, [*pubs, *idle], subs)

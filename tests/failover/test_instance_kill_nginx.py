@@ -31,6 +31,7 @@ from .traffic import (
     Subscriber,
     check_account,
     confirmed_count,
+    shut_down,
     stop_publishers,
     stream_entries,
     wait_confirmed,
@@ -106,9 +107,4 @@ async def test_clients_resume_through_nginx_after_an_instance_dies(
         print(f"{len(stored)} messages; {len(on_a)} subscribers resumed on B; "
               f"publisher reconnects {[p.reconnects for p in pubs]}")
     finally:
-        stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for p in pubs:
-            await p.close()
-        for s in subs:
-            await s.close()
+        await shut_down(stop, tasks, pubs, subs)

@@ -25,6 +25,7 @@ from .traffic import (
     confirmed_count,
     connector,
     longest_gap,
+    shut_down,
     stop_publishers,
     stream_entries,
     wait_confirmed,
@@ -76,9 +77,4 @@ async def test_kill_master_loses_nothing_confirmed(topology: Topology, instances
         print(f"{len(stored)} messages, promotion after {promoted_after:.1f}s, "
               f"longest stall {stall:.2f}s, {unavailable} unavailable answers")
     finally:
-        stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for p in pubs:
-            await p.close()
-        for s in subs:
-            await s.close()
+        await shut_down(stop, tasks, pubs, subs)

@@ -356,3 +356,15 @@ async def stop_publishers(stop: asyncio.Event, tasks: Sequence[asyncio.Task[None
     for r in results:
         if isinstance(r, BaseException):
             raise r
+
+
+async def shut_down(stop: asyncio.Event, tasks: Sequence[asyncio.Task[None]],
+                    publishers: Sequence[Publisher], subscribers: Sequence[Subscriber]) -> None:
+    """End a traffic run whatever state it is in: stop the publishers, then
+    close every client."""
+    stop.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for p in publishers:
+        await p.close()
+    for s in subscribers:
+        await s.close()

@@ -7,10 +7,7 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import re
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +19,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tests.support import Instance, InstanceStartError
-from tests.support.instance import REPO_ROOT, RUNNING, STARTED
-from tests.support.ports import free_port
 from tests.support.timeouts import scaled
 
 # -- metrics -------------------------------------------------------------------
@@ -171,29 +166,6 @@ class UnreadyInstance(Instance):
                 if time.monotonic() >= deadline:
                     raise InstanceStartError(f"instance {self.name} never answered /healthz\n{self.log_tail()}")
                 time.sleep(0.05)
-
-
-class ModuleAppInstance(Instance):
-    """The production entry point, ``python -m app`` (as the Dockerfile runs
-    it), instead of plain uvicorn: what it passes to uvicorn is under test."""
-
-    def start(self, timeout: float = 20.0) -> ModuleAppInstance:
-        self.port = free_port()
-        env = dict(os.environ)
-        env.update(self.env)
-        env.update(HOST="127.0.0.1", PORT=str(self.port))
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=self.dir, env=env,
-                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        RUNNING[self.proc.pid] = self
-        STARTED.append(self)
-        try:
-            self._wait_ready(timeout)
-        except BaseException:
-            self.kill()
-            raise
-        return self
 
 
 def write_pem(path: Path, text: str) -> Path:

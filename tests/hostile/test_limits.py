@@ -18,7 +18,8 @@ import pytest
 
 from tests.hostile.conftest import ModuleInstances
 from tests.hostile.rawws import OP_TEXT, RawWebSocket, frame_bytes
-from tests.hostile.support import LogMark, ModuleAppInstance, metric
+from tests.hostile.support import LogMark, metric
+from tests.support import ModuleAppInstance
 from tests.support import Closed, Instance, WsClient, async_wait_until, new_client_id, open_client
 from tests.support.http import history_ids, post_message
 from tests.support.processes import rss_bytes

@@ -4,7 +4,7 @@ No mocks: every helper here drives real processes over loopback.
 """
 
 from .client import Closed, Refusal, ServerError, WsClient, new_client_id, open_client, try_connect
-from .instance import Instance, InstanceStartError
+from .instance import Instance, InstanceStartError, ModuleAppInstance
 from .redis_server import RedisServer
 from .timeouts import FACTOR, scaled
 from .waiting import async_wait_until, wait_until
@@ -14,6 +14,7 @@ __all__ = [
     "Closed",
     "Instance",
     "InstanceStartError",
+    "ModuleAppInstance",
     "RedisServer",
     "Refusal",
     "ServerError",

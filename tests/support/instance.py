@@ -78,18 +78,27 @@ class Instance:
 
     # -- life cycle --------------------------------------------------------
 
-    def start(self, timeout: float = 20.0) -> Instance:
-        self.port = free_port()
-        env = dict(os.environ)
-        env.update(self.env)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        args = [
+    def launch_env(self) -> dict[str, str]:
+        """Variables the start command itself needs (none for uvicorn's CLI)."""
+        return {}
+
+    def command(self) -> list[str]:
+        """What starts the process (subclasses start it another way)."""
+        return [
             sys.executable, "-m", "uvicorn", self.app,
             "--host", "127.0.0.1",
             "--port", str(self.port),
             "--no-access-log",
         ]
+
+    def start(self, timeout: float = 20.0) -> Instance:
+        self.port = free_port()
+        env = dict(os.environ)
+        env.update(self.env)
+        env.update(self.launch_env())
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        args = self.command()
         log = self.log_path.open("ab")
         try:
             self.proc = subprocess.Popen(
@@ -167,3 +176,14 @@ class Instance:
 
     def __repr__(self) -> str:
         return f"Instance({self.name!r}, port={self.port}, pid={self.proc.pid if self.proc else None})"
+
+
+class ModuleAppInstance(Instance):
+    """The production entry point, ``python -m app`` (as the Dockerfile runs
+    it), instead of plain uvicorn: what it passes to uvicorn is under test."""
+
+    def launch_env(self) -> dict[str, str]:
+        return {"HOST": "127.0.0.1", "PORT": str(self.port)}
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "app"]
