@@ -71,7 +71,7 @@ class Hub:
         log_: RoomLog,
         subscribe_timeout_s: float,
         on_gap_filled: Callable[[int], None] = lambda n: None,
-        on_handover: Callable[[Envelope, int], None] = lambda env, n: None,
+        on_handover: Callable[[Envelope], None] = lambda env: None,
     ) -> None:
         self._log = log_
         self._bus: Bus | None = None
@@ -201,11 +201,10 @@ class Hub:
     def _hand_over(self, r: _Room, env: Envelope, key: StreamId) -> None:
         frame = message_frame(env)
         wire = wire_text_frame(frame)
-        members = tuple(r.members)
-        for m in members:
+        for m in tuple(r.members):
             m.deliver(env, key, frame, wire)
         r.head = key
-        self._on_handover(env, len(members))
+        self._on_handover(env)
 
     # -- repair from the stream ---------------------------------------------
 

@@ -80,6 +80,12 @@ class Outbox:
         # for direct writes of shared, pre-encoded frames; never once the
         # server has sent its close frame (uvicorn's protocol says so).
         self.raw: asyncio.WriteTransport | None = None
+        self._server_protocol: object = None
+
+    def attach(self, transport: asyncio.WriteTransport | None) -> None:
+        """Enable direct writes to this socket's transport (looked up once)."""
+        self.raw = transport
+        self._server_protocol = transport.get_protocol() if transport is not None else None
 
     def stalled(self, now: float) -> bool:
         """Has one write been waiting longer than the stall timeout?"""
@@ -95,7 +101,7 @@ class Outbox:
         raw = self.raw
         if (wire is not None and raw is not None and not self._queue and not self._writing
                 and raw.get_write_buffer_size() < RAW_HIGH_WATER and not raw.is_closing()
-                and not getattr(raw.get_protocol(), "close_sent", False)):
+                and not getattr(self._server_protocol, "close_sent", False)):
             raw.write(wire)
             self.sent += 1
             return True

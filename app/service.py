@@ -63,7 +63,7 @@ class Service:
         )
         self.hub = Hub(
             self.log, subscribe_timeout_s=budget, on_gap_filled=self.metrics.gap_filled,
-            on_handover=lambda env, n: self.metrics.handed_over(env.ts),
+            on_handover=lambda env: self.metrics.handed_over(env.ts),
         )
         self.bus = Bus(
             self.redis.pubsub_connection, self.keys, self.instance,

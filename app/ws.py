@@ -18,7 +18,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from streams.retry import StorageUnavailable
 
 from . import protocol as p
-from .rawsocket import abort
+from .rawsocket import abort, transport
 from .auth import CLOCK_LEEWAY_S, Principal, Unauthorized
 from .limits import TokenBucket
 from .outbox import Outbox, TooSlow
@@ -95,7 +95,7 @@ class Connection:
         self.who = who
         s = svc.settings
         self.outbox = Outbox(ws.send_text, s.outbound_queue, s.slow_consumer_timeout_s)
-        self.outbox.raw = ws.scope.get("streamgate.transport")
+        self.outbox.attach(transport(ws.scope))
         self.session = Session(who, self.outbox, svc.hub, svc.log, svc.metrics.replay_done,
                                svc.metrics.frames_sent)
         self.bucket = TokenBucket(s.publish_rate, s.publish_burst)
