@@ -26,8 +26,9 @@ from collections.abc import Callable
 from typing import Protocol
 
 from streams.bus import Bus
+from streams.chain import Phase, RoomChain, Step
 from streams.log import RoomLog
-from streams.model import ZERO, Envelope, StreamId, format_id, parse_id
+from streams.model import MAX, ZERO, Envelope, StreamId, format_id, parse_id
 from streams.retry import StorageUnavailable
 
 from .protocol import message_frame, wire_text_frame
@@ -38,7 +39,10 @@ FILL_PAGE = 500
 # Full replay pages kept for sessions catching up from the same point (a
 # reconnect storm replays the same stretch to many sockets).
 PAGE_CACHE = 32
-PENDING_LIMIT = 10_000
+# A fill that fails with something other than an outage this many times in a
+# row gives the room up: its members are told they lost entries (they close
+# with 4408 and resume elsewhere) rather than wait for live delivery in vain.
+FILL_FAILURES = 3
 
 
 class Member(Protocol):
@@ -52,17 +56,20 @@ class Member(Protocol):
 
 
 class _Room:
-    __slots__ = ("name", "members", "head", "opened", "filling", "pending", "reread", "closed")
+    """A room's members and the asyncio around its pure :class:`RoomChain`."""
+
+    __slots__ = ("name", "members", "chain", "opened", "fill")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.members: set[Member] = set()
-        self.head: StreamId = ZERO
+        self.chain = RoomChain()
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.filling = True  # until the first read of the stream's end
-        self.pending: list[Envelope] = []
-        self.reread = False
-        self.closed = False
+        self.fill: asyncio.Task[None] | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self.chain.phase is Phase.CLOSED
 
 
 class Hub:
@@ -137,17 +144,21 @@ class Hub:
             return
         r.members.discard(member)
         if not r.members:
-            r.closed = True
-            del self._rooms[room]
+            self._drop(r)
+
+    def _drop(self, r: _Room) -> None:
+        r.chain.close()
+        if self._rooms.get(r.name) is r:
+            del self._rooms[r.name]
             if self._bus is not None:
-                self._spawn(self._bus.unsubscribe(room))
+                self._spawn(self._bus.unsubscribe(r.name))
 
     def __len__(self) -> int:
         return len(self._rooms)
 
     def head(self, room: str) -> StreamId:
         r = self._rooms.get(room)
-        return r.head if r is not None else ZERO
+        return r.chain.head if r is not None else ZERO
 
     def rooms(self) -> dict[str, set[str]]:
         """Local rooms and the users in them (for presence refresh)."""
@@ -161,49 +172,35 @@ class Hub:
 
     def on_entry(self, env: Envelope) -> None:
         r = self._rooms.get(env.room)
-        if r is None:
-            return
-        if r.filling:
-            self._buffer(r, env)
-            return
-        self._accept(r, env)
+        if r is not None:
+            self._apply(r, r.chain.notified(env))
 
     def on_resync(self, room: str) -> None:
         """The bus reconnected: catch the room up from its stream."""
         r = self._rooms.get(room)
-        if r is None:
-            return
-        if r.filling:
-            r.reread = True  # a fill in progress may have read before the outage
-        else:
-            r.filling = True
-            self._spawn(self._fill(r))
+        if r is not None:
+            self._apply(r, r.chain.resynced())
 
-    def _buffer(self, r: _Room, env: Envelope) -> None:
-        if len(r.pending) >= PENDING_LIMIT:
-            # Everything buffered is in the stream too: drop the buffer and
-            # let the fill read further instead of holding it in memory.
-            r.pending.clear()
-            r.reread = True
-        r.pending.append(env)
+    def _apply(self, r: _Room, step: Step) -> None:
+        """Carry out what the chain decided: tell, hand over, start a fill."""
+        if step.lost is not None:
+            for m in tuple(r.members):
+                m.lost(r.name, step.lost)
+        for env in step.deliver:
+            self._hand_over(r, env)
+        if step.filled:
+            self._on_gap_filled(step.filled)
+        if step.read and r.fill is None and r.opened.done():
+            r.fill = asyncio.create_task(self._fill(r), name=f"fill:{r.name}")
+            self._tasks.add(r.fill)
+            r.fill.add_done_callback(self._tasks.discard)
 
-    def _accept(self, r: _Room, env: Envelope) -> None:
-        key = parse_id(env.id)
-        if key <= r.head:
-            return
-        if parse_id(env.prev) != r.head:
-            r.filling = True
-            r.pending.append(env)
-            self._spawn(self._fill(r))
-            return
-        self._hand_over(r, env, key)
-
-    def _hand_over(self, r: _Room, env: Envelope, key: StreamId) -> None:
+    def _hand_over(self, r: _Room, env: Envelope) -> None:
         frame = message_frame(env)
         wire = wire_text_frame(frame)
+        key = env.key
         for m in tuple(r.members):
             m.deliver(env, key, frame, wire)
-        r.head = key
         self._on_handover(env)
 
     # -- repair from the stream ---------------------------------------------
@@ -212,87 +209,63 @@ class Hub:
         try:
             assert self._bus is not None
             await self._bus.subscribe(r.name, self._timeout)
-            r.head = parse_id(await self._log.last_id(r.name))
+            head = parse_id(await self._log.last_id(r.name))
         except BaseException as exc:
-            if self._rooms.get(r.name) is r:
+            r.chain.close()
+            mine = self._rooms.get(r.name) is r
+            if mine:
                 del self._rooms[r.name]
-            r.closed = True
             if not r.opened.done():
                 r.opened.set_exception(
                     exc if isinstance(exc, StorageUnavailable) else StorageUnavailable(str(exc))
                 )
-            if self._bus is not None:
+            # Only while no newer room of that name exists: its subscription
+            # is the same channel, and is not ours to drop.
+            if mine and self._bus is not None and r.name not in self._rooms:
                 await self._bus.unsubscribe(r.name)
             return
         r.opened.set_result(None)
-        await self._fill(r)
+        self._apply(r, r.chain.opened(head))
 
     async def _fill(self, r: _Room) -> None:
-        """Read from ``head`` to the stream's end, then hand over the buffer.
+        """Read the stream after the chain's head until the chain goes live.
 
-        The buffer is handed over only while its ``prev`` chain continues
-        from ``head``. A break means an entry exists that neither the read
-        nor the buffer holds: in replica mode an entry confirmed after a
-        newer one is never announced by itself, and its newer neighbour's
-        notification can arrive before the reply of a read that ran too
-        early to see it. So read again. Only a break the stream cannot
-        explain (its ``prev`` was erased by a failover) is handed over as it
-        is, after a second empty read.
+        An outage is waited out with a growing pause; any other failure is
+        logged, and after a few in a row the room is given up (its members
+        are told they lost entries) instead of staying silent for ever.
         """
         delay = 0.05
-        filled = 0
-        unexplained = 0
-        while not r.closed:
-            try:
-                # Reading on past a trimmed stretch would be a silent gap for
-                # every local member: tell them instead.
-                mark = parse_id((await self._log.bounds(r.name)).trim_mark)
-                if mark > r.head:
-                    for m in tuple(r.members):
-                        m.lost(r.name, mark)
-                page = await self._log.read_after(r.name, format_id(r.head), FILL_PAGE)
-            except StorageUnavailable:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-                continue
-            if r.closed:
-                return
-            for env in page:
-                key = parse_id(env.id)
-                if key > r.head:
-                    self._hand_over(r, env, key)
-                    filled += 1
-            if page:
-                unexplained = 0
-                continue
-            if r.reread:
-                r.reread = False
-                continue
-            if self._drain_chain(r, force=unexplained >= 2):
-                break
-            unexplained += 1
-        if r.closed:
-            return
-        if filled:
-            self._on_gap_filled(filled)
+        failures = 0
+        try:
+            while r.chain.filling:
+                try:
+                    bounds = await self._log.bounds(r.name)
+                    page = await self._log.read_after(r.name, format_id(r.chain.head), FILL_PAGE)
+                except StorageUnavailable:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    continue
+                except Exception:
+                    failures += 1
+                    log.exception("reading room %s failed", r.name)
+                    if failures >= FILL_FAILURES:
+                        self._give_up(r)
+                        return
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    continue
+                failures = 0
+                step = r.chain.read_done(parse_id(bounds.trim_mark),
+                                         getattr(bounds, "epoch", ""), page)
+                self._apply(r, step)
+        finally:
+            r.fill = None
 
-    def _drain_chain(self, r: _Room, force: bool) -> bool:
-        """Hand over buffered entries, in id order, while each one's ``prev``
-        is ``head`` (or all of them when ``force``). True when the buffer is
-        empty and live delivery resumes; False when the chain broke and the
-        rest stays buffered for another read."""
-        pending = sorted(r.pending, key=lambda e: parse_id(e.id))
-        for i, env in enumerate(pending):
-            key = parse_id(env.id)
-            if key <= r.head:
-                continue
-            if not force and parse_id(env.prev) != r.head:
-                r.pending = pending[i:]
-                return False
-            self._hand_over(r, env, key)
-        r.pending = []
-        r.filling = False
-        return True
+    def _give_up(self, r: _Room) -> None:
+        members = tuple(r.members)
+        self._drop(r)
+        for m in members:
+            m.lost(r.name, MAX)
 
     def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
         task = asyncio.create_task(coro)

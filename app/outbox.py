@@ -120,13 +120,19 @@ class Outbox:
         self._ready.set()
         return True
 
-    async def put(self, frame: str) -> None:
-        """Queue a message frame, waiting for room (used by catch-up)."""
+    async def put(self, frame: str | bytes, still_wanted: Callable[[], bool] = lambda: True) -> bool:
+        """Queue a message frame (or a page's bytes), waiting for room (used by
+        catch-up). ``still_wanted`` is asked after the wait, with no await
+        before the append: a frame of a room the socket left meanwhile is
+        dropped (False), never queued after the ``left`` frame."""
         while len(self._queue) >= self._limit:
             self._space.clear()
             await self._space.wait()
-        self._queue.append(frame)
+        if not still_wanted():
+            return False
+        self._queue.append(frame)  # type: ignore[arg-type]
         self._ready.set()
+        return True
 
     async def flushed(self, timeout_s: float) -> bool:
         """Wait until everything queued was written (or the timeout)."""

@@ -1,21 +1,9 @@
-"""One socket's rooms: live delivery, replay, and catch-up for slow readers.
+"""One socket's rooms: the asyncio that drives each room's pure :class:`Feed`.
 
-This module is the one place where replay and live traffic meet. Per room a
-session keeps a :class:`Feed` with ``last``, the id of the last message it
-queued for the socket. The invariant: the socket receives, for every joined
-room, each entry after the join point exactly once and in id order.
-
-- Live: the hub hands over entries in id order; a feed queues those newer
-  than ``last`` (so nothing is sent twice) while it is live.
-- Catch-up: a feed that is not live ignores the hub and is fed from the
-  stream instead, page by page, at the socket's pace. It becomes live again
-  only at a moment when ``last`` has reached the hub's ``head`` for that
-  room; the check and the switch happen without an ``await`` between them,
-  so every later entry comes from the hub and every earlier one came from
-  the stream. ``join`` with ``since`` is a catch-up that ends with the
-  ``joined`` frame; a live feed whose queue is full turns into one, which is
-  how a slow socket falls behind without holding messages in memory or
-  slowing down anyone else.
+The rules of replay and live delivery live in :mod:`app.feed`; this module
+only moves entries: the hub's hand-overs into the outbox (never waiting),
+and, for a feed that is catching up, pages read from the stream at the
+socket's pace (one feed at a time, by the session's catch-up worker).
 """
 
 from __future__ import annotations
@@ -26,13 +14,13 @@ from collections import deque
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from streams.log import RoomLog
 from streams.model import ZERO, Envelope, StreamId, format_id, parse_id
 from streams.retry import StorageUnavailable
 
 from .auth import Principal
+from .feed import Feed, Joined
 from .hub import Hub
 from .outbox import Outbox, Signal, TooSlow
 from .protocol import joined_frame, message_frame
@@ -44,20 +32,6 @@ CATCH_UP_PAGE = 1000
 
 class FellBehind(Exception):
     """The socket needs entries that the stream has already trimmed."""
-
-
-@dataclass(slots=True, eq=False)
-class Feed:
-    room: str
-    last: StreamId
-    live: bool = False
-    joining: bool = False  # a join's replay: send `joined` when it goes live
-    recovered: bool = True
-    floor: StreamId = ZERO  # trim mark already reported to the client (recovered:false)
-    replayed: int = 0
-    started: float = field(default_factory=time.monotonic)
-    fell_behind: bool = False  # the hub could not hand over trimmed entries
-    lagging: bool = field(default=False)  # queued for catch-up
 
 
 class Session:
@@ -85,55 +59,52 @@ class Session:
 
     def deliver(self, env: Envelope, key: StreamId, frame: str, wire: bytes) -> None:
         feed = self.feeds.get(env.room)
-        if feed is None or not feed.live or key <= feed.last:
+        if feed is None or not feed.wants(key):
             return
         if self.outbox.offer(frame, wire):
-            feed.last = key
+            feed.queued(key)
             self._sent["message"] += 1
         else:
-            feed.live = False
+            feed.overflowed()
             self._lag(feed)
 
     def lost(self, room: str, mark: StreamId) -> None:
         feed = self.feeds.get(room)
-        if feed is not None and feed.live and feed.last < mark:
-            feed.live = False
-            feed.fell_behind = True
+        if feed is not None and feed.lost(mark):
             self._lag(feed)
 
     # -- join / leave ----------------------------------------------------------
 
     async def join_from(self, room: str, since: StreamId | None, recovered: bool,
-                        floor: StreamId = ZERO) -> None:
+                        floor: StreamId = ZERO, epoch: str = "") -> None:
         """Join ``room``, replaying entries after ``since`` (None: only new ones).
 
         ``floor``: the trim mark the client was already told about.
         """
         old = self.feeds.pop(room, None)
-        feed = Feed(room=room, last=since or ZERO, recovered=recovered, floor=floor)
+        if old is not None:
+            old.left()  # its catch-up, if any, must not queue another entry
+        feed = Feed(room, since, recovered, floor, epoch, started=time.monotonic())
         self.feeds[room] = feed
         if old is None:
             try:
                 await self._hub.attach(room, self)
             except BaseException:
+                feed.left()
                 if self.feeds.get(room) is feed:
                     del self.feeds[room]
                 raise
-        if self.feeds.get(room) is not feed:
-            return  # left (or joined again) while waiting
-        if since is None:
-            feed.last = self._hub.head(room)
-            feed.live = True
-            self.outbox.push(joined_frame(room, 0, recovered, format_id(feed.last)))
-            self._sent["joined"] += 1
-        else:
-            feed.joining = True
+        joined = feed.attached(self._hub.head(room))
+        if joined is not None:
+            self._announce(joined)
+        elif feed.active:
             self._lag(feed)
 
     def leave(self, room: str) -> bool:
         feed = self.feeds.pop(room, None)
         if feed is None:
             return False
+        feed.left()
         self._hub.detach(room, self)
         return True
 
@@ -159,58 +130,57 @@ class Session:
                 await self._lag_signal.wait()
             feed = self._lagging.popleft()
             feed.lagging = False
-            if self.feeds.get(feed.room) is not feed:
-                continue
-            await self._catch_up(feed)
+            if feed.active:
+                await self._catch_up(feed)
 
     async def _catch_up(self, feed: Feed) -> None:
         room = feed.room
-        if feed.fell_behind:
-            raise FellBehind(room)
         delay = 0.05
-        while self.feeds.get(room) is feed:
-            if feed.last >= self._hub.head(room):
-                self._go_live(feed)
+        while feed.active:
+            went_live = feed.caught_up(self._hub.head(room))
+            if went_live:
+                self._went_live(feed, went_live)
                 return
             try:
-                # Entries trimmed after what this socket was sent would be a
-                # silent gap: close instead, and the client resumes knowing.
-                trimmed = parse_id((await self._log.bounds(room)).trim_mark)
-                if trimmed > max(feed.last, feed.floor):
+                bounds = await self._log.bounds(room)
+                # Reading on past a trimmed stretch (or into another
+                # incarnation of the stream) would be a silent gap: close
+                # instead, and the client resumes knowing.
+                if feed.gap(parse_id(bounds.trim_mark), getattr(bounds, "epoch", "")):
                     raise FellBehind(room)
                 page, blob = await self._hub.replay_page(room, feed.last, CATCH_UP_PAGE)
             except StorageUnavailable:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
-            if self.feeds.get(room) is not feed:
+            if not feed.active:
                 return
             if not page:
-                # The hub's head is ahead of the stream: it was erased by a
-                # failover. The stream is the truth; go live from here.
-                self._go_live(feed)
+                self._went_live(feed, feed.exhausted())
                 return
-            if self.outbox.raw is not None:
-                await self.outbox.put(blob)  # the whole page in one write
-                self._sent["message"] += len(page)
-                feed.last = page[-1].key
-                if feed.joining:
-                    feed.replayed += len(page)
+            fresh = feed.fresh(page)
+            if not fresh:
                 continue
-            for env in page:
-                if env.key <= feed.last:
-                    continue
-                await self.outbox.put(message_frame(env))
+            if self.outbox.raw is not None and fresh is page:
+                # The whole shared page in one write.
+                if not await self.outbox.put(blob, still_wanted=lambda: feed.active):
+                    return
+                self._sent["message"] += len(page)
+                feed.page_queued(page[-1].key, len(page))
+                continue
+            for env in fresh:
+                if not await self.outbox.put(message_frame(env), still_wanted=lambda: feed.active):
+                    return
                 self._sent["message"] += 1
-                feed.last = env.key
-                if feed.joining:
-                    feed.replayed += 1
+                feed.page_queued(env.key, 1)
 
-    def _go_live(self, feed: Feed) -> None:
-        feed.live = True
-        if feed.joining:
-            feed.joining = False
-            self._on_replayed(feed.replayed, time.monotonic() - feed.started)
-            if not self.outbox.push(joined_frame(feed.room, feed.replayed, feed.recovered, format_id(feed.last))):
-                raise TooSlow("control frames not read")
-            self._sent["joined"] += 1
+    def _went_live(self, feed: Feed, went_live: Joined | bool) -> None:
+        if isinstance(went_live, Joined):
+            self._on_replayed(went_live.replayed, time.monotonic() - feed.started)
+            self._announce(went_live)
+
+    def _announce(self, joined: Joined) -> None:
+        frame = joined_frame(joined.room, joined.replayed, joined.recovered, format_id(joined.last))
+        if not self.outbox.push(frame):
+            raise TooSlow("control frames not read")
+        self._sent["joined"] += 1

@@ -8,25 +8,52 @@ service that orders, deduplicates or bounds messages goes through this module.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 _ID_RE = re.compile(r"([0-9]{1,20})(?:-([0-9]{1,20}))?")
 _MAX_U64 = 2**64 - 1
 
-StreamId = tuple[int, int]
-ZERO: StreamId = (0, 0)
+
+class StreamId(NamedTuple):
+    """A stream id as a pair of integers: ordered the way Redis orders them.
+
+    A tuple underneath, so comparisons, hashing and ``(ms, seq)`` unpacking
+    cost what they cost for a plain pair. Text becomes a ``StreamId`` once, at
+    the edges (a client frame, a Redis reply, a notification); everything in
+    between compares these.
+    """
+
+    ms: int
+    seq: int
+
+    @classmethod
+    def parse(cls, text: str) -> StreamId:
+        """Parse ``ms-seq`` (or bare ``ms``, meaning ``ms-0``); raise ValueError."""
+        m = _ID_RE.fullmatch(text) if isinstance(text, str) else None
+        if not m:
+            raise ValueError(f"not a stream id: {text!r}")
+        ms = int(m.group(1))
+        seq = int(m.group(2) or 0)
+        if ms > _MAX_U64 or seq > _MAX_U64:
+            raise ValueError(f"stream id out of range: {text!r}")
+        return cls(ms, seq)
+
+    def __str__(self) -> str:
+        return f"{self.ms}-{self.seq}"
+
+    def __repr__(self) -> str:
+        return f"StreamId({self.ms}-{self.seq})"
+
+
+ZERO = StreamId(0, 0)
+# The largest id Redis can hold: nothing can come after it.
+MAX = StreamId(_MAX_U64, _MAX_U64)
 
 
 def parse_id(text: str) -> StreamId:
     """Parse ``ms-seq`` (or bare ``ms``, meaning ``ms-0``); raise ValueError."""
-    m = _ID_RE.fullmatch(text)
-    if not m:
-        raise ValueError(f"not a stream id: {text!r}")
-    ms = int(m.group(1))
-    seq = int(m.group(2) or 0)
-    if ms > _MAX_U64 or seq > _MAX_U64:
-        raise ValueError(f"stream id out of range: {text!r}")
-    return (ms, seq)
+    return StreamId.parse(text)
 
 
 def is_id(text: object) -> bool:
@@ -40,7 +67,7 @@ def is_id(text: object) -> bool:
     return True
 
 
-def format_id(sid: StreamId) -> str:
+def format_id(sid: tuple[int, int]) -> str:
     return f"{sid[0]}-{sid[1]}"
 
 
@@ -65,14 +92,17 @@ class Envelope:
     prev: str
     sender: str
     body: str
+    # ``id`` and ``prev`` parsed once, when the envelope is made at the edge.
+    key: StreamId = field(default=ZERO, compare=False, repr=False)
+    prev_key: StreamId = field(default=ZERO, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", parse_id(self.id))
+        object.__setattr__(self, "prev_key", parse_id(self.prev) if self.prev else ZERO)
 
     @property
     def ts(self) -> int:
-        return id_ms(self.id)
-
-    @property
-    def key(self) -> StreamId:
-        return parse_id(self.id)
+        return self.key.ms
 
 
 def decode_notification(room: str, payload: bytes) -> Envelope:
