@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -213,6 +215,92 @@ async def test_http_publish_applies_the_same_body_limits(tight: Instance) -> Non
     ok = await post_message(tight, room, _nested(32), new_client_id(), user=_user("h"))
     assert ok.status_code == 201, ok.text
     assert await history_ids(tight, room) == [ok.json()["id"]]
+
+
+# -- HTTP request size -------------------------------------------------------------------
+
+# What the tight instance reads of a POST: the frame limit, but at least the
+# body limit plus 4 KiB for the envelope (app/http.py post_limit).
+POST_LIMIT = max(FRAME_LIMIT, BODY_LIMIT + 4096)
+FLOOD = 64 * 2**20
+MAX_POST_GROWTH = 8 * 2**20
+
+
+async def _warm_post(inst: Instance, room: str) -> None:
+    """One ordinary POST first, so the code paths it loads are in the baseline."""
+    ok = await post_message(inst, room, "warm", new_client_id(), user=_user("w"))
+    assert ok.status_code == 201, ok.text
+
+
+async def _raw_answer(port: int, head: bytes, timeout: float) -> tuple[int, dict[str, Any]]:
+    """Send raw request bytes and read one answer: its status and JSON body."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head)
+        await writer.drain()
+        async with asyncio.timeout(timeout):
+            header = await reader.readuntil(b"\r\n\r\n")
+            lines = header.decode("latin-1").split("\r\n")
+            fields = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+            length = int({k.lower(): v for k, v in fields.items()}["content-length"])
+            body = await reader.readexactly(length)
+    finally:
+        writer.close()
+    return int(lines[0].split()[1]), json.loads(body)
+
+
+async def test_post_with_a_huge_content_length_is_refused_before_its_body(tight: Instance) -> None:
+    room = _room()
+    await _warm_post(tight, room)
+    baseline = rss_bytes(tight.pid)
+    head = (f"POST /rooms/{room}/messages?user={_user('big')} HTTP/1.1\r\n"
+            f"Host: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {200 * 2**20}\r\n\r\n").encode()
+    started = time.monotonic()
+    # Not one byte of the body is sent: the answer must come from the header alone.
+    status, answer = await _raw_answer(tight.port, head, scaled(5))
+    assert time.monotonic() - started < scaled(2)
+    assert (status, answer["error"]) == (413, "too_large"), answer
+    assert rss_bytes(tight.pid) - baseline < MAX_POST_GROWTH
+    assert len(await history_ids(tight, room)) == 1  # the warm-up message only
+
+
+async def test_chunked_post_far_over_the_limit_is_cut_off(tight: Instance) -> None:
+    room = _room()
+    await _warm_post(tight, room)
+    baseline = rss_bytes(tight.pid)
+    peak = baseline
+
+    async def flood() -> AsyncIterator[bytes]:
+        """A body with no length, streamed: 64 MiB never exist in this process."""
+        nonlocal peak
+        chunk = b"x" * 65536
+        yield b'{"body":"'
+        for n in range(FLOOD // len(chunk)):
+            if n % 16 == 0:
+                peak = max(peak, rss_bytes(tight.pid))
+            yield chunk
+        yield b'"}'
+
+    started = time.monotonic()
+    async with tight.http() as http:
+        response = await http.post(f"/rooms/{room}/messages", params={"user": _user("flood")},
+                                   content=flood(), headers={"content-type": "application/json"})
+    elapsed = time.monotonic() - started
+    peak = max(peak, rss_bytes(tight.pid))
+    assert response.status_code == 413, response.text
+    assert response.json()["error"] == "too_large"
+    assert elapsed < scaled(5), f"refusing the flood took {elapsed:.1f}s"
+    assert peak - baseline < MAX_POST_GROWTH, f"RSS grew by {(peak - baseline) / 2**20:.1f} MiB"
+    async with tight.http() as http:
+        assert (await http.get("/healthz")).status_code == 200
+    # A body right at the limit still goes through, and only the warm-up and it are stored.
+    envelope = b'{"body":"' + b"y" * (BODY_LIMIT - 2) + b'"}'
+    fits = envelope[:-1] + b" " * (POST_LIMIT - len(envelope)) + b"}"
+    async with tight.http() as http:
+        ok = await http.post(f"/rooms/{room}/messages", params={"user": _user("fits")}, content=fits)
+    assert ok.status_code == 201, ok.text
+    assert len(await history_ids(tight, room)) == 2
 
 
 HUGE = 12 * 2**20
