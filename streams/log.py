@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 from redis import exceptions as rex
 
 from .keys import Keys
-from .model import ZERO, Envelope, format_id, parse_id
+from .model import Envelope, exclusive_start, format_id, parse_id
 from .retry import RetryPolicy, StorageUnavailable
 
 IDEMPOTENCY_TTL_S = 24 * 3600
@@ -142,9 +142,15 @@ class RoomLog:
         return await self._retry(call)
 
     async def read_after(self, room: str, after: str, count: int) -> list[Envelope]:
-        """Up to ``count`` entries with ids strictly greater than ``after``."""
+        """Up to ``count`` entries with ids strictly greater than ``after``.
+
+        ``after`` may come from a client: any valid id is answered, the
+        largest one with nothing, without asking Redis for a range it refuses.
+        """
         key = self._keys.log(room)
-        start = "-" if parse_id(after) == ZERO else f"({format_id(parse_id(after))}"
+        start = exclusive_start(parse_id(after))
+        if start is None:
+            return []
 
         async def call() -> list[Envelope]:
             if self._acks is None:

@@ -15,6 +15,8 @@ _MAX_U64 = 2**64 - 1
 
 StreamId = tuple[int, int]
 ZERO: StreamId = (0, 0)
+# The largest id Redis can represent; a client may send it (it is a valid id).
+MAX_ID: StreamId = (_MAX_U64, _MAX_U64)
 
 
 def parse_id(text: str) -> StreamId:
@@ -42,6 +44,22 @@ def is_id(text: object) -> bool:
 
 def format_id(sid: StreamId) -> str:
     return f"{sid[0]}-{sid[1]}"
+
+
+def exclusive_start(sid: StreamId) -> str | None:
+    """The XRANGE start for "strictly after ``sid``", or None when nothing
+    can follow it.
+
+    ``-`` after ``0-0``, which is not a valid exclusive start either; None
+    after :data:`MAX_ID`, which Redis refuses as an exclusive start ("invalid
+    start ID for the interval") since no id exists past it. Callers answer
+    an empty range instead of asking Redis an impossible one.
+    """
+    if sid == ZERO:
+        return "-"
+    if sid == MAX_ID:
+        return None
+    return f"({format_id(sid)}"
 
 
 def id_ms(text: str) -> int:
