@@ -425,6 +425,93 @@ async def test_join_cap_per_connection(tight: Instance) -> None:
         assert first["id"] not in client.ids[rooms[0]]
 
 
+# -- join, leave and ack rate ------------------------------------------------------------------
+
+CONTROL_RATE, CONTROL_BURST = 1, 10
+
+
+@pytest.fixture(scope="module")
+def controlled(instances: ModuleInstances) -> Instance:
+    return instances.start("LC", CONTROL_RATE=str(CONTROL_RATE), CONTROL_BURST=str(CONTROL_BURST))
+
+
+async def _room_answers(client: WsClient, rooms: list[str], kinds: set[str]) -> dict[str, dict[str, Any]]:
+    """The first answer of a type in ``kinds`` (or an error) for each room."""
+    got: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + scaled(10)
+    while len(got) < len(rooms):
+        frame = await client.recv_frame(timeout=max(deadline - time.monotonic(), 0.01))
+        if frame.get("type") in kinds and frame.get("room") in rooms:
+            got.setdefault(frame["room"], frame)
+        elif frame.get("type") == "error":
+            assert frame.get("ref") in rooms, frame
+            got.setdefault(frame["ref"], frame)
+    return got
+
+
+async def test_join_leave_and_ack_over_the_rate_are_refused_and_the_socket_recovers(
+    controlled: Instance,
+) -> None:
+    before = await metric(controlled, "streamgate_rate_limited_total", instance=controlled.instance_id)
+    rooms = [_room() for _ in range(CONTROL_BURST + 6)]
+    async with await open_client(controlled, _user("churn")) as client, \
+            await open_client(controlled, _user("pub")) as pub:
+        started = time.monotonic()
+        for room in rooms:
+            await client.send({"type": "join", "room": room, "since": "$"})
+        answers = await _room_answers(client, rooms, {"joined"})
+        elapsed = time.monotonic() - started
+        joined = [r for r in rooms if answers[r]["type"] == "joined"]
+        refused = [answers[r] for r in rooms if answers[r]["type"] == "error"]
+        assert {f["code"] for f in refused} == {"rate_limited"}, refused
+        assert CONTROL_BURST <= len(joined) <= CONTROL_BURST + int(elapsed * CONTROL_RATE) + 1, \
+            (len(joined), elapsed)
+        # The bucket is empty: leave and ack draw on it too, and are refused.
+        for frame in ({"type": "leave", "room": joined[0]}, {"type": "ack", "room": joined[0], "id": "1-0"}):
+            await client.send(frame)
+            error = await client.expect("error", skip=())
+            assert (error["code"], error["ref"]) == ("rate_limited", joined[0]), (frame, error)
+        assert await metric(controlled, "streamgate_rate_limited_total", instance=controlled.instance_id) \
+            == before + len(refused) + 2
+        # The socket stays open and keeps its rooms; pings and publishing are not limited.
+        await _usable(client)
+        sent = await pub.publish(joined[0], "still here", new_client_id())
+        await client.wait_for_id(joined[0], sent["id"])
+
+        # Tokens come back at CONTROL_RATE per second: a refused room can be joined later.
+        late = next(r for r in rooms if answers[r]["type"] == "error")
+
+        async def rejoined() -> dict[str, Any] | None:
+            await client.send({"type": "join", "room": late, "since": "$"})
+            answer = (await _room_answers(client, [late], {"joined"}))[late]
+            return answer if answer["type"] == "joined" else None
+
+        await async_wait_until(rejoined, timeout=3, interval=1 / CONTROL_RATE,
+                               message="joining never recovered")
+        sent = await pub.publish(late, "joined late", new_client_id())
+        await client.wait_for_id(late, sent["id"])
+
+
+async def test_the_default_control_rate_lets_a_client_join_and_ack_max_joins_rooms_at_once(
+    instances: ModuleInstances,
+) -> None:
+    """With the shipped defaults (empty values fall back to them), a client
+    that joins MAX_JOINS rooms and acks each right after is never refused."""
+    inst = instances.start("LD", CONTROL_RATE="", CONTROL_BURST="")
+    rooms = [_room() for _ in range(100)]
+    async with await open_client(inst, _user("busy")) as client:
+        for room in rooms:
+            await client.send({"type": "join", "room": room, "since": "0"})
+        for room in rooms:
+            await client.send({"type": "ack", "room": room, "id": "1-0"})
+        answers = await _room_answers(client, rooms, {"joined"})
+        assert {a["type"] for a in answers.values()} == {"joined"}, \
+            [a for a in answers.values() if a["type"] != "joined"][:3]
+        # Frames are handled in order: the pong follows every ack, and no error came before it.
+        await client.send({"type": "ping"})
+        assert (await client.expect("pong", skip=()))["type"] == "pong"
+
+
 async def test_limits_leave_no_error_in_the_log(tight: Instance, full: Instance) -> None:
     """Runs last in this module: every refusal above was an ordinary answer."""
     for inst in (tight, full):
