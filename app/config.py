@@ -52,6 +52,8 @@ class Settings:
     max_joins: int
     publish_rate: float
     publish_burst: int
+    control_rate: float
+    control_burst: int
     key_prefix: str
     outbound_queue: int
     slow_consumer_timeout_s: float
@@ -143,6 +145,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         max_joins=num("MAX_JOINS", 100),
         publish_rate=num("PUBLISH_RATE", 50, float),
         publish_burst=num("PUBLISH_BURST", 100),
+        control_rate=num("CONTROL_RATE", 100, float),
+        control_burst=num("CONTROL_BURST", 500),
         key_prefix=get("KEY_PREFIX", "sg"),
         outbound_queue=num("OUTBOUND_QUEUE", 1024),
         slow_consumer_timeout_s=num("SLOW_CONSUMER_TIMEOUT", 30, float),
@@ -156,4 +160,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     )
     if settings.room_history_maxlen < 1 or settings.outbound_queue < 8:
         raise ConfigError("ROOM_HISTORY_MAXLEN must be >= 1 and OUTBOUND_QUEUE >= 8")
+    if settings.control_rate <= 0 or settings.control_burst < 1:
+        # Without tokens no socket could ever join a room.
+        raise ConfigError("CONTROL_RATE must be > 0 and CONTROL_BURST >= 1")
     return settings

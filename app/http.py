@@ -22,6 +22,11 @@ MAX_PAGE = 1000
 DEFAULT_PAGE = 100
 
 
+# Room for the envelope around a body: ``{"body":...,"client_id":...}`` with
+# a 128-character client_id and some whitespace.
+ENVELOPE_MARGIN = 4096
+
+
 class HTTPError(Exception):
     def __init__(self, status: int, code: str, reason: str) -> None:
         self.status = status
@@ -31,6 +36,44 @@ class HTTPError(Exception):
 
 def error_response(exc: HTTPError) -> JSONResponse:
     return JSONResponse({"error": exc.code, "reason": exc.reason}, status_code=exc.status)
+
+
+def post_limit(max_frame_bytes: int, max_body_bytes: int) -> int:
+    """The most bytes of a POST request body the instance reads.
+
+    The request is the envelope a socket ``publish`` frame carries, so it
+    gets the same limit as a frame; but never less than the body limit plus
+    room for the envelope, so a body the socket accepts is never refused
+    over HTTP for its wrapping. The body inside is checked against
+    MAX_BODY_BYTES afterwards, as on the socket.
+    """
+    return max(max_frame_bytes, max_body_bytes + ENVELOPE_MARGIN)
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 past ``limit`` bytes without
+    holding more than that in memory.
+
+    A declared ``Content-Length`` over the limit is refused before reading
+    anything; a body without one (chunked) is counted as it streams in and
+    refused at the first chunk past the limit. The server keeps the
+    connection: uvicorn discards what the client still sends once the answer
+    is out, so memory stays flat, and a client that reads only after sending
+    its whole request (most HTTP libraries) gets the 413 instead of a reset,
+    which closing with unread data would cause.
+    """
+    too_large = HTTPError(413, "too_large", f"request bodies are limited to {limit} bytes")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _svc(request: Request) -> Service:
@@ -117,8 +160,11 @@ async def history(request: Request, room: str, after: str = "0", limit: int = DE
 async def publish(request: Request, room: str) -> Any:
     who = _who(request)
     _room(room)
+    svc = _svc(request)
+    raw = await read_limited(request, post_limit(svc.settings.max_frame_bytes,
+                                                 svc.settings.max_body_bytes))
     try:
-        payload = decode_json(await request.body())
+        payload = decode_json(raw)
     except (ValueError, RecursionError):
         raise HTTPError(400, "bad_frame", "invalid JSON") from None
     if not isinstance(payload, dict) or "body" not in payload:
@@ -127,7 +173,6 @@ async def publish(request: Request, room: str) -> Any:
     if cid is not None and (not isinstance(cid, str) or not 1 <= len(cid) <= 128
                             or not cid.isascii() or not cid.isprintable() or " " in cid):
         raise HTTPError(400, "bad_frame", "'client_id' must be 1-128 printable ASCII characters")
-    svc = _svc(request)
     if not svc.http_publish_limit.take(who.user):
         svc.metrics.rate_limited.inc()
         raise HTTPError(429, "rate_limited", "publishing too fast; slow down and retry")

@@ -9,7 +9,8 @@ from collections import OrderedDict
 class TokenBucket:
     """``rate`` tokens per second, at most ``burst`` saved up.
 
-    Publishing costs one token; without one the frame is refused with
+    Each frame it guards (a publish, or a join/leave/ack on the second
+    bucket) costs one token; without one the frame is refused with
     ``rate_limited`` and the socket stays open.
     """
 

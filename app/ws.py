@@ -99,6 +99,7 @@ class Connection:
         self.session = Session(who, self.outbox, svc.hub, svc.log, svc.metrics.replay_done,
                                svc.metrics.frames_sent)
         self.bucket = TokenBucket(s.publish_rate, s.publish_burst)
+        self.control = TokenBucket(s.control_rate, s.control_burst)
         self._closing: _Closed | None = None
         self._busy = False
         self._reader: asyncio.Task[None] | None = None
@@ -246,6 +247,12 @@ class Connection:
             self.reply(p.PONG_FRAME, "pong")
         elif isinstance(frame, p.Publish):
             await self._publish(frame)
+        elif not self.control.take():
+            # join, leave and ack each cost Redis work (a join: a replay and
+            # maybe a subscription), so they draw on their own bucket.
+            self.svc.metrics.rate_limited.inc()
+            self.error("rate_limited", "too many join/leave/ack frames; slow down and retry",
+                       frame.room)
         elif isinstance(frame, p.Join):
             await self._join(frame)
         elif isinstance(frame, p.Leave):

@@ -4,7 +4,10 @@ Layout (``P`` is the configured prefix, default ``sg``; ``R`` a room name)::
 
     P:{R}:log            STREAM  the room's messages; fields u (sender), b (body
                                  JSON text), c (client_id, optional)
-    P:{R}:idem:<cid>     STRING  id stored for a client_id, expires after 24 h
+    P:{R}:idem:<U>|<cid> STRING  id stored for sender U's client_id, expires
+                                 after 24 h (U never contains ``|``, so the
+                                 first ``|`` after ``idem:`` ends it, whatever
+                                 the client_id holds)
     P:{R}:cursor         HASH    user -> last acknowledged id (only moves forward)
     P:{R}:members        ZSET    "user|instance" -> expiry (unix seconds)
     P:{R}:confirmed      STRING  highest id confirmed by replicas (replica mode)
@@ -29,8 +32,15 @@ class Keys:
     def log(self, room: str) -> str:
         return f"{self.prefix}:{{{room}}}:log"
 
-    def idem(self, room: str, client_id: str) -> str:
-        return f"{self.prefix}:{{{room}}}:idem:{client_id}"
+    def idem(self, room: str, sender: str, client_id: str) -> str:
+        """The idempotency record of one sender's ``client_id`` in ``room``.
+
+        Scoped to the sender: another user picking the same client_id must
+        neither suppress this user's publish nor learn its id. The sender
+        comes first because user ids never contain ``|`` while client ids
+        may, which keeps ``(sender, client_id) -> key`` one-to-one.
+        """
+        return f"{self.prefix}:{{{room}}}:idem:{sender}|{client_id}"
 
     def cursor(self, room: str) -> str:
         return f"{self.prefix}:{{{room}}}:cursor"

@@ -2,10 +2,11 @@
 
 Contract:
 - ``append`` is atomic (one server-side script): idempotency check on
-  ``client_id``, XADD with approximate trimming, and the Pub/Sub notification
+  ``(sender, client_id)``, XADD with approximate trimming, and the Pub/Sub notification
   carrying the new entry and the id before it. Either all of it happens or
-  none. A repeat of a ``client_id`` within 24 h stores nothing and returns the
-  first id.
+  none. A repeat of a ``client_id`` by the same sender within 24 h stores
+  nothing and returns the first id; the same ``client_id`` from another
+  sender is a different message (records are per room and sender).
 - ``read_after`` returns entries strictly after an id, in id order.
 - ``bounds`` tells what a reader who last saw an id has lost to trimming.
 
@@ -27,7 +28,7 @@ from redis.asyncio import Redis
 from redis import exceptions as rex
 
 from .keys import Keys
-from .model import ZERO, Envelope, format_id, parse_id
+from .model import Envelope, exclusive_start, format_id, parse_id
 from .retry import RetryPolicy, StorageUnavailable
 
 IDEMPOTENCY_TTL_S = 24 * 3600
@@ -119,7 +120,7 @@ class RoomLog:
             cid, ttl = "c:" + client_id, IDEMPOTENCY_TTL_S
         else:
             cid, ttl = "i:" + uuid.uuid4().hex, INTERNAL_ID_TTL_S
-        keys = [k.log(room), k.idem(room, cid)]
+        keys = [k.log(room), k.idem(room, sender, cid)]
         acks = self._acks
         channel = k.channel(room) if acks is None else ""
         args = [self._maxlen, sender, body_json, cid, ttl, channel]
@@ -141,9 +142,15 @@ class RoomLog:
         return await self._retry(call)
 
     async def read_after(self, room: str, after: str, count: int) -> list[Envelope]:
-        """Up to ``count`` entries with ids strictly greater than ``after``."""
+        """Up to ``count`` entries with ids strictly greater than ``after``.
+
+        ``after`` may come from a client: any valid id is answered, the
+        largest one with nothing, without asking Redis for a range it refuses.
+        """
         key = self._keys.log(room)
-        start = "-" if parse_id(after) == ZERO else f"({format_id(parse_id(after))}"
+        start = exclusive_start(parse_id(after))
+        if start is None:
+            return []
 
         async def call() -> list[Envelope]:
             if self._acks is None:

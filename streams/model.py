@@ -71,6 +71,22 @@ def format_id(sid: tuple[int, int]) -> str:
     return f"{sid[0]}-{sid[1]}"
 
 
+def exclusive_start(sid: StreamId) -> str | None:
+    """The XRANGE start for "strictly after ``sid``", or None when nothing
+    can follow it.
+
+    ``-`` after ``0-0``, which is not a valid exclusive start either; None
+    after :data:`MAX`, which Redis refuses as an exclusive start ("invalid
+    start ID for the interval") since no id exists past it. Callers answer
+    an empty range instead of asking Redis an impossible one.
+    """
+    if sid == ZERO:
+        return "-"
+    if sid == MAX:
+        return None
+    return f"({format_id(sid)}"
+
+
 def id_ms(text: str) -> int:
     """The millisecond part of an id: the server time of the append."""
     return parse_id(text)[0]

@@ -19,8 +19,9 @@ from tests.support import Instance, RedisServer
 from tests.support import instance as instance_module
 from tests.support.tokens import SECRET
 
-# Instance settings shared by every instance of the suite. Publishing is not
-# rate-limited here (tests publish thousands of messages over few sockets);
+# Instance settings shared by every instance of the suite. Publishing and
+# join/leave/ack are not rate-limited here (tests publish thousands of
+# messages and ack or rejoin freely over few sockets);
 # presence expires quickly so crash tests stay short.
 BASE_ENV = {
     "AUTH_MODE": "none",
@@ -28,6 +29,8 @@ BASE_ENV = {
     "PRESENCE_TTL": "2",
     "PUBLISH_RATE": "1000000",
     "PUBLISH_BURST": "1000000",
+    "CONTROL_RATE": "1000000",
+    "CONTROL_BURST": "1000000",
     "ALLOWED_ORIGINS": "*",
 }
 

@@ -157,8 +157,11 @@ async def test_sigterm_drains_answers_in_flight_publish_and_clients_resume_elsew
         assert [m["id"] for m in matches] == [answer["id"]]
         for c, again in zip(subs, resumed, strict=True):
             assert_ids_equal(c.ids[room] + again.ids[room], expected, f"{c.name} on A then B")
-        # Retrying the in-flight publish is recognised as the same message.
-        retry = await pub_b.publish(room, marker, client_id=in_flight_id)
+        # The writer retrying the in-flight publish through B is recognised
+        # as the same message (idempotency records are per user).
+        assert writer.welcome is not None
+        async with await open_client(b, writer.welcome["user"]) as writer_again:
+            retry = await writer_again.publish(room, marker, client_id=in_flight_id)
         assert (retry["id"], retry["duplicate"]) == (answer["id"], True)
     finally:
         stop.set()

@@ -149,11 +149,13 @@ async def test_older_ack_never_moves_the_cursor_back(
 async def test_same_client_id_on_two_instances_is_stored_once(
     inst_a: Instance, inst_b: Instance, room: str, uid: Callable[[str], str]
 ) -> None:
+    """One user's retry through another instance (records are per user)."""
     cid = new_client_id()
+    publisher = uid("pub")
     async with (
         await open_client(inst_a, uid("sub")) as sub,
-        await open_client(inst_a, uid("pa")) as pa,
-        await open_client(inst_b, uid("pb")) as pb,
+        await open_client(inst_a, publisher) as pa,
+        await open_client(inst_b, publisher) as pb,
     ):
         await sub.join(room, since="$")
         first = await pa.publish(room, {"once": True}, cid)

@@ -1,6 +1,6 @@
 -- Append one message to a room, atomically.
 --
--- KEYS[1] room stream            KEYS[2] idempotency key for client_id
+-- KEYS[1] room stream            KEYS[2] idempotency key for (sender, client_id)
 -- ARGV[1] MAXLEN (approximate)   ARGV[2] sender
 -- ARGV[3] body (JSON text)       ARGV[4] client_id ('' = none)
 -- ARGV[5] idempotency TTL (s)    ARGV[6] Pub/Sub channel ('' = do not notify)

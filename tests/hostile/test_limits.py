@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -215,6 +217,92 @@ async def test_http_publish_applies_the_same_body_limits(tight: Instance) -> Non
     assert await history_ids(tight, room) == [ok.json()["id"]]
 
 
+# -- HTTP request size -------------------------------------------------------------------
+
+# What the tight instance reads of a POST: the frame limit, but at least the
+# body limit plus 4 KiB for the envelope (app/http.py post_limit).
+POST_LIMIT = max(FRAME_LIMIT, BODY_LIMIT + 4096)
+FLOOD = 64 * 2**20
+MAX_POST_GROWTH = 8 * 2**20
+
+
+async def _warm_post(inst: Instance, room: str) -> None:
+    """One ordinary POST first, so the code paths it loads are in the baseline."""
+    ok = await post_message(inst, room, "warm", new_client_id(), user=_user("w"))
+    assert ok.status_code == 201, ok.text
+
+
+async def _raw_answer(port: int, head: bytes, timeout: float) -> tuple[int, dict[str, Any]]:
+    """Send raw request bytes and read one answer: its status and JSON body."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head)
+        await writer.drain()
+        async with asyncio.timeout(timeout):
+            header = await reader.readuntil(b"\r\n\r\n")
+            lines = header.decode("latin-1").split("\r\n")
+            fields = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+            length = int({k.lower(): v for k, v in fields.items()}["content-length"])
+            body = await reader.readexactly(length)
+    finally:
+        writer.close()
+    return int(lines[0].split()[1]), json.loads(body)
+
+
+async def test_post_with_a_huge_content_length_is_refused_before_its_body(tight: Instance) -> None:
+    room = _room()
+    await _warm_post(tight, room)
+    baseline = rss_bytes(tight.pid)
+    head = (f"POST /rooms/{room}/messages?user={_user('big')} HTTP/1.1\r\n"
+            f"Host: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {200 * 2**20}\r\n\r\n").encode()
+    started = time.monotonic()
+    # Not one byte of the body is sent: the answer must come from the header alone.
+    status, answer = await _raw_answer(tight.port, head, scaled(5))
+    assert time.monotonic() - started < scaled(2)
+    assert (status, answer["error"]) == (413, "too_large"), answer
+    assert rss_bytes(tight.pid) - baseline < MAX_POST_GROWTH
+    assert len(await history_ids(tight, room)) == 1  # the warm-up message only
+
+
+async def test_chunked_post_far_over_the_limit_is_cut_off(tight: Instance) -> None:
+    room = _room()
+    await _warm_post(tight, room)
+    baseline = rss_bytes(tight.pid)
+    peak = baseline
+
+    async def flood() -> AsyncIterator[bytes]:
+        """A body with no length, streamed: 64 MiB never exist in this process."""
+        nonlocal peak
+        chunk = b"x" * 65536
+        yield b'{"body":"'
+        for n in range(FLOOD // len(chunk)):
+            if n % 16 == 0:
+                peak = max(peak, rss_bytes(tight.pid))
+            yield chunk
+        yield b'"}'
+
+    started = time.monotonic()
+    async with tight.http() as http:
+        response = await http.post(f"/rooms/{room}/messages", params={"user": _user("flood")},
+                                   content=flood(), headers={"content-type": "application/json"})
+    elapsed = time.monotonic() - started
+    peak = max(peak, rss_bytes(tight.pid))
+    assert response.status_code == 413, response.text
+    assert response.json()["error"] == "too_large"
+    assert elapsed < scaled(5), f"refusing the flood took {elapsed:.1f}s"
+    assert peak - baseline < MAX_POST_GROWTH, f"RSS grew by {(peak - baseline) / 2**20:.1f} MiB"
+    async with tight.http() as http:
+        assert (await http.get("/healthz")).status_code == 200
+    # A body right at the limit still goes through, and only the warm-up and it are stored.
+    envelope = b'{"body":"' + b"y" * (BODY_LIMIT - 2) + b'"}'
+    fits = envelope[:-1] + b" " * (POST_LIMIT - len(envelope)) + b"}"
+    async with tight.http() as http:
+        ok = await http.post(f"/rooms/{room}/messages", params={"user": _user("fits")}, content=fits)
+    assert ok.status_code == 201, ok.text
+    assert len(await history_ids(tight, room)) == 2
+
+
 HUGE = 12 * 2**20
 HOGS = 4
 MAX_HELD = 16 * 2**20
@@ -335,6 +423,93 @@ async def test_join_cap_per_connection(tight: Instance) -> None:
             last = await pub.publish(rooms[-1], "joined room", new_client_id())
         await client.wait_for_id(rooms[-1], last["id"])
         assert first["id"] not in client.ids[rooms[0]]
+
+
+# -- join, leave and ack rate ------------------------------------------------------------------
+
+CONTROL_RATE, CONTROL_BURST = 1, 10
+
+
+@pytest.fixture(scope="module")
+def controlled(instances: ModuleInstances) -> Instance:
+    return instances.start("LC", CONTROL_RATE=str(CONTROL_RATE), CONTROL_BURST=str(CONTROL_BURST))
+
+
+async def _room_answers(client: WsClient, rooms: list[str], kinds: set[str]) -> dict[str, dict[str, Any]]:
+    """The first answer of a type in ``kinds`` (or an error) for each room."""
+    got: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + scaled(10)
+    while len(got) < len(rooms):
+        frame = await client.recv_frame(timeout=max(deadline - time.monotonic(), 0.01))
+        if frame.get("type") in kinds and frame.get("room") in rooms:
+            got.setdefault(frame["room"], frame)
+        elif frame.get("type") == "error":
+            assert frame.get("ref") in rooms, frame
+            got.setdefault(frame["ref"], frame)
+    return got
+
+
+async def test_join_leave_and_ack_over_the_rate_are_refused_and_the_socket_recovers(
+    controlled: Instance,
+) -> None:
+    before = await metric(controlled, "streamgate_rate_limited_total", instance=controlled.instance_id)
+    rooms = [_room() for _ in range(CONTROL_BURST + 6)]
+    async with await open_client(controlled, _user("churn")) as client, \
+            await open_client(controlled, _user("pub")) as pub:
+        started = time.monotonic()
+        for room in rooms:
+            await client.send({"type": "join", "room": room, "since": "$"})
+        answers = await _room_answers(client, rooms, {"joined"})
+        elapsed = time.monotonic() - started
+        joined = [r for r in rooms if answers[r]["type"] == "joined"]
+        refused = [answers[r] for r in rooms if answers[r]["type"] == "error"]
+        assert {f["code"] for f in refused} == {"rate_limited"}, refused
+        assert CONTROL_BURST <= len(joined) <= CONTROL_BURST + int(elapsed * CONTROL_RATE) + 1, \
+            (len(joined), elapsed)
+        # The bucket is empty: leave and ack draw on it too, and are refused.
+        for frame in ({"type": "leave", "room": joined[0]}, {"type": "ack", "room": joined[0], "id": "1-0"}):
+            await client.send(frame)
+            error = await client.expect("error", skip=())
+            assert (error["code"], error["ref"]) == ("rate_limited", joined[0]), (frame, error)
+        assert await metric(controlled, "streamgate_rate_limited_total", instance=controlled.instance_id) \
+            == before + len(refused) + 2
+        # The socket stays open and keeps its rooms; pings and publishing are not limited.
+        await _usable(client)
+        sent = await pub.publish(joined[0], "still here", new_client_id())
+        await client.wait_for_id(joined[0], sent["id"])
+
+        # Tokens come back at CONTROL_RATE per second: a refused room can be joined later.
+        late = next(r for r in rooms if answers[r]["type"] == "error")
+
+        async def rejoined() -> dict[str, Any] | None:
+            await client.send({"type": "join", "room": late, "since": "$"})
+            answer = (await _room_answers(client, [late], {"joined"}))[late]
+            return answer if answer["type"] == "joined" else None
+
+        await async_wait_until(rejoined, timeout=3, interval=1 / CONTROL_RATE,
+                               message="joining never recovered")
+        sent = await pub.publish(late, "joined late", new_client_id())
+        await client.wait_for_id(late, sent["id"])
+
+
+async def test_the_default_control_rate_lets_a_client_join_and_ack_max_joins_rooms_at_once(
+    instances: ModuleInstances,
+) -> None:
+    """With the shipped defaults (empty values fall back to them), a client
+    that joins MAX_JOINS rooms and acks each right after is never refused."""
+    inst = instances.start("LD", CONTROL_RATE="", CONTROL_BURST="")
+    rooms = [_room() for _ in range(100)]
+    async with await open_client(inst, _user("busy")) as client:
+        for room in rooms:
+            await client.send({"type": "join", "room": room, "since": "0"})
+        for room in rooms:
+            await client.send({"type": "ack", "room": room, "id": "1-0"})
+        answers = await _room_answers(client, rooms, {"joined"})
+        assert {a["type"] for a in answers.values()} == {"joined"}, \
+            [a for a in answers.values() if a["type"] != "joined"][:3]
+        # Frames are handled in order: the pong follows every ack, and no error came before it.
+        await client.send({"type": "ping"})
+        assert (await client.expect("pong", skip=()))["type"] == "pong"
 
 
 async def test_limits_leave_no_error_in_the_log(tight: Instance, full: Instance) -> None:

@@ -38,6 +38,9 @@ def test_defaults_in_none_mode() -> None:
     assert s.max_connections == 10000
     assert s.max_frame_bytes == 65536
     assert (s.publish_rate, s.publish_burst) == (50, 100)
+    # Room for a client that joins MAX_JOINS rooms and acks each of them at once.
+    assert (s.control_rate, s.control_burst) == (100, 500)
+    assert s.control_burst >= 2 * s.max_joins
     assert s.key_prefix == "sg"
     assert s.instance_id  # host name + pid
     assert (s.host, s.port) == ("127.0.0.1", 8000)
@@ -78,6 +81,8 @@ def test_explicit_values() -> None:
             "MAX_FRAME_BYTES": "1024",
             "PUBLISH_RATE": "0.5",
             "PUBLISH_BURST": "1",
+            "CONTROL_RATE": "2.5",
+            "CONTROL_BURST": "7",
             "KEY_PREFIX": "sgtest",
             "OUTBOUND_QUEUE": "8",
             "HOST": "0.0.0.0",
@@ -94,6 +99,7 @@ def test_explicit_values() -> None:
     assert s.presence_ttl_s == 2.5
     assert (s.max_connections, s.max_frame_bytes) == (3, 1024)
     assert (s.publish_rate, s.publish_burst) == (0.5, 1)
+    assert (s.control_rate, s.control_burst) == (2.5, 7)
     assert (s.key_prefix, s.outbound_queue) == ("sgtest", 8)
     assert (s.host, s.port) == ("0.0.0.0", 9000)
 
@@ -122,6 +128,8 @@ def test_settings_are_frozen() -> None:
         ("MAX_FRAME_BYTES", "64KiB"),
         ("PUBLISH_RATE", "fast"),
         ("PUBLISH_BURST", "1.5"),
+        ("CONTROL_RATE", "often"),
+        ("CONTROL_BURST", "2.5"),
         ("OUTBOUND_QUEUE", "x"),
         ("SLOW_CONSUMER_TIMEOUT", "soon"),
         ("RETRY_BUDGET", "-"),
@@ -142,6 +150,8 @@ def test_bad_numbers(name: str, value: str) -> None:
         {"AUTH_MODE": "none", "DURABILITY": "quorum"},
         {"AUTH_MODE": "none", "ROOM_HISTORY_MAXLEN": "0"},
         {"AUTH_MODE": "none", "OUTBOUND_QUEUE": "7"},
+        {"AUTH_MODE": "none", "CONTROL_RATE": "0"},
+        {"AUTH_MODE": "none", "CONTROL_BURST": "0"},
     ],
 )
 def test_impossible_settings(env: dict[str, str]) -> None:

@@ -32,8 +32,9 @@ def hash_tag(key: str) -> str:
 def room_keys(keys: Keys, room: str) -> dict[str, str]:
     return {
         "log": keys.log(room),
-        "idem": keys.idem(room, "cid-1"),
-        "idem-braces": keys.idem(room, "}{odd}{"),
+        "idem": keys.idem(room, "alice", "c:cid-1"),
+        "idem-braces": keys.idem(room, "alice", "c:}{odd}{"),
+        "idem-pipe": keys.idem(room, "a.b:c-d_e", "c:x|y:z"),
         "cursor": keys.cursor(room),
         "members": keys.members(room),
         "confirmed": keys.confirmed(room),
@@ -60,7 +61,7 @@ def test_default_layout() -> None:
     k = Keys()
     assert k.prefix == "sg"
     assert k.log("lobby") == "sg:{lobby}:log"
-    assert k.idem("lobby", "c1") == "sg:{lobby}:idem:c1"
+    assert k.idem("lobby", "alice", "c:c1") == "sg:{lobby}:idem:alice|c:c1"
     assert k.cursor("lobby") == "sg:{lobby}:cursor"
     assert k.members("lobby") == "sg:{lobby}:members"
     assert k.confirmed("lobby") == "sg:{lobby}:confirmed"
@@ -126,3 +127,28 @@ def test_presence_member_split(user: str, instance: str) -> None:
 @given(user_ids, st.text(max_size=40))
 def test_presence_member_split_property(user: str, instance: str) -> None:
     assert user_of_member(presence_member(user, instance)) == user
+
+
+client_ids = st.from_regex(r"[\x21-\x7e]{1,128}", fullmatch=True)
+
+
+def test_idempotency_records_are_per_sender() -> None:
+    k = Keys()
+    assert k.idem("lobby", "alice", "c:1") != k.idem("lobby", "mallory", "c:1")
+    assert k.idem("@bob", "alice", "c:1") != k.idem("@bob", "bob", "c:1")
+    # Pipes and colons in client ids cannot make two senders' records meet.
+    assert k.idem("lobby", "a", "b|c") != k.idem("lobby", "a:b", "c")
+    assert k.idem("lobby", "a", "c:b|c") != k.idem("lobby", "a", "c:b")
+
+
+@quick
+@given(rooms, user_ids, client_ids)
+def test_idempotency_key_splits_back_into_sender_and_client_id(room: str, user: str, cid: str) -> None:
+    """The layout is one-to-one: the first ``|`` after ``idem:`` ends the sender."""
+    k = Keys()
+    key = k.idem(room, user, cid)
+    head = f"sg:{{{room}}}:idem:"
+    assert key.startswith(head)
+    sender, _, rest = key[len(head):].partition("|")
+    assert (sender, rest) == (user, cid)
+    assert hash_tag(key) == room

@@ -7,7 +7,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.log import Bounds
-from streams.model import ZERO, Envelope, decode_notification, format_id, id_ms, is_id, parse_id
+from streams.model import (
+    MAX as MAX_ID,
+    ZERO,
+    Envelope,
+    decode_notification,
+    exclusive_start,
+    format_id,
+    id_ms,
+    is_id,
+    parse_id,
+)
 
 U64 = 2**64 - 1
 u64 = st.integers(min_value=0, max_value=U64)
@@ -220,3 +230,19 @@ def test_decode_notification_too_few_fields(payload: bytes) -> None:
 )
 def test_bounds_recovered(last_id: str, trim_mark: str, since: str, recovered: bool) -> None:
     assert Bounds(last_id=last_id, trim_mark=trim_mark, length=0).recovered(since) is recovered
+
+
+@pytest.mark.parametrize(
+    ("sid", "start"),
+    [
+        (ZERO, "-"),
+        ((0, 1), "(0-1"),
+        ((1700000000000, 0), "(1700000000000-0"),
+        ((U64, U64 - 1), f"({U64}-{U64 - 1}"),
+        ((U64 - 1, U64), f"({U64 - 1}-{U64}"),
+        (MAX_ID, None),  # nothing follows the largest id; Redis refuses "(max"
+    ],
+)
+def test_exclusive_start(sid: tuple[int, int], start: str | None) -> None:
+    assert exclusive_start(sid) == start
+    assert MAX_ID == parse_id(f"{U64}-{U64}")
