@@ -186,10 +186,10 @@ class FeedModel(RuleBasedStateMachine):
         if self.closed or self.feed is None:
             return
         for _ in range(500):
-            if self.blocked is not None:
-                self.put_gets_room()
-            elif self.outbox:
+            if self.outbox:
                 self.client_reads(4)
+            elif self.blocked is not None:
+                self.put_gets_room()
             elif self.feed.phase.value == "catching_up" and not self.closed:
                 self.catch_up_step()
             else:
