@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
+from streams.bounded import cancel_and_wait, settle
 from streams.bus import Bus
 from streams.connection import RedisConnector
 from streams.keys import Keys
@@ -28,6 +29,10 @@ from .limits import BucketsByUser
 from .metrics import Metrics
 
 log = logging.getLogger("streamgate.service")
+
+# Bounds of the shutdown steps (see Service.stop).
+STOP_TASKS_S = 2.0
+STOP_REDIS_S = 1.5
 
 
 class Forbidden(Exception):
@@ -105,12 +110,21 @@ class Service:
         self._watchdog = asyncio.create_task(self._watch_writers(), name="slow-watchdog")
 
     async def stop(self) -> None:
-        for task in (self._heartbeat, self._watchdog, *self._tasks):
-            if task is not None:
-                task.cancel()
-        await self.bus.stop()
-        await self.hub.close()
-        await self.redis.close()
+        """Tear everything down in a few seconds (``STOP_TASKS_S`` +
+        ``STOP_REDIS_S`` + 1 at most), whatever Redis does.
+
+        Runs on every way out of the lifespan, including a failed bind right
+        after start-up (the bus may still be connecting) and a SIGTERM while
+        Redis is gone: each step is bounded on its own, so one that hangs
+        cannot keep the others, or the process, from ending.
+        """
+        background = [t for t in (self._heartbeat, self._watchdog, *self._tasks) if t is not None]
+        await asyncio.gather(
+            cancel_and_wait(background, STOP_TASKS_S, "service background tasks"),
+            self.bus.stop(timeout_s=STOP_TASKS_S),
+            self.hub.close(timeout_s=STOP_TASKS_S),
+        )
+        await settle(self.redis.close(), STOP_REDIS_S, "closing the Redis clients")
 
     async def ready(self) -> bool:
         if self.draining or not self.bus.healthy:
