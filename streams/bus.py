@@ -297,6 +297,10 @@ class Bus:
         futures = link.pending.get(channel)
         if futures:
             fut = futures.pop(0)
+            if not futures:
+                # Free the channel's entry with its last reply: a long-lived
+                # link sees every room ever joined here.
+                del link.pending[channel]
             if not fut.done():
                 fut.set_result(None)
             return

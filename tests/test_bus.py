@@ -1,5 +1,6 @@
 """The Pub/Sub bus against a real redis-server: its stop is bounded even when a
-cancellation is swallowed.
+cancellation is swallowed, and a long-lived link keeps no state for rooms
+that are gone.
 
 Faults are injected with a small Connection subclass, not a mock: it talks to
 the real server and only adds what redis-py's connect can do in production
@@ -90,3 +91,29 @@ async def test_stop_is_bounded_when_the_connect_swallows_the_cancellation(
         await async_wait_until(task.done, 2, message="the bus task is still running")
     finally:
         task.cancel()
+
+
+async def test_link_keeps_no_state_for_rooms_left(
+    redis_server: RedisServer, announcer: aioredis.Redis
+) -> None:
+    bus = _bus(_factory(redis_server), announcer)
+    bus.start()
+    try:
+        rooms = [f"r{n}-{uuid.uuid4().hex[:6]}" for n in range(300)]
+        for room in rooms:
+            await bus.subscribe(room, timeout_s=scaled(5))
+            await bus.unsubscribe(room)
+        link = bus._link
+        assert link is not None
+
+        def settled() -> bool:
+            # Every UNSUBSCRIBE confirmed: only the canary stays subscribed.
+            return not link.pending and len(link.active) == 1
+
+        await async_wait_until(settled, 5, message=lambda: f"pending={len(link.pending)} "
+                               f"active={len(link.active)}")
+        assert link.pending == {}
+        assert bus._wanted == set() and bus._ever == set()
+        assert bus._link is link, "the link was rebuilt during the test"
+    finally:
+        await bus.stop()
