@@ -19,6 +19,7 @@ import pytest
 
 from ops import procs
 from tests.failover.topology import MissingProgram, Topology
+from tests.support import RedisServer
 from tests.support.programs import require
 
 SILENT_SENTINEL = "#!/bin/sh\n# Starts, never listens: a sentinel stuck at start-up.\nexec sleep 60\n"
@@ -87,3 +88,23 @@ def test_a_sentinel_that_never_listens_leaves_no_process_behind(
     assert [p.role for p in spawned] == ["redis", "redis", "redis", "sentinel"]
     # ...and none of them runs any more.
     assert _running(spawned) == []
+
+
+def test_a_redis_server_whose_start_is_interrupted_is_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wait for readiness fails with an error of its own: the process
+    it was waiting for must not outlive it."""
+    server = RedisServer(tmp_path / "redis")
+
+    def broken_wait(timeout: float) -> bool:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(server, "_wait_ready", broken_wait)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            server.start()
+        assert server.proc is not None
+        assert server.proc.poll() is not None, f"redis-server pid {server.proc.pid} still runs"
+    finally:
+        server.stop()  # only has work to do when the assertion failed
