@@ -4,7 +4,7 @@
 honours its cancellation. Inside redis-py's connect a cancellation can be
 swallowed (a connect timeout firing in the same loop iteration as the cancel
 turns it into an ordinary error), after which the task carries on as if
-nothing had happened. Shutdown must not depend on that: the helpers here
+nothing had happened. Shutdown must not depend on that: the functions here
 wait with ``asyncio.wait`` (which returns at the deadline no matter what the
 task does), cancel again while time remains, and then abandon the task.
 """
