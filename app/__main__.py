@@ -10,6 +10,8 @@ import uvicorn
 from .config import load_settings
 from .logs import configure as configure_logs
 
+SHUTDOWN_TASKS_S = 2
+
 
 def main() -> None:
     s = load_settings()
@@ -28,6 +30,10 @@ def main() -> None:
         # docs/benchmarks.md); pinned so a change of its default cannot
         # silently change ours.
         ws="websockets-sansio",
+        # The drain has closed every socket before uvicorn's own shutdown
+        # starts; a request task still running after this long is cancelled
+        # rather than allowed to keep the process alive.
+        timeout_graceful_shutdown=SHUTDOWN_TASKS_S,
     )
 
 

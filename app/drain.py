@@ -51,20 +51,25 @@ class Drainer:
             self._task = asyncio.create_task(self.drain(), name="drain")
 
     async def drain(self) -> None:
+        """Drain, then hand the signal on to uvicorn, even if draining failed:
+        this signal is the only one the process gets to exit."""
         svc = self._svc
         svc.draining = True
-        log.info("draining", extra={"event": "drain_start", "connections": len(svc.conns)})
-        await asyncio.sleep(self._grace)
-        conns = list(svc.conns)
-        if conns:
-            # Publishes in flight get most of the budget; closing gets the rest.
-            patience = max(0.5, self._timeout - 2.0)
-            done, pending = await asyncio.wait(
-                [asyncio.create_task(c.drain(patience)) for c in conns], timeout=self._timeout
-            )
-            for t in pending:
-                t.cancel()
-        log.info("drained", extra={"event": "drain_done", "closed": len(conns)})
+        try:
+            log.info("draining", extra={"event": "drain_start", "connections": len(svc.conns)})
+            await asyncio.sleep(self._grace)
+            conns = list(svc.conns)
+            if conns:
+                # Publishes in flight get most of the budget; closing gets the rest.
+                patience = max(0.5, self._timeout - 2.0)
+                done, pending = await asyncio.wait(
+                    [asyncio.create_task(c.drain(patience)) for c in conns], timeout=self._timeout
+                )
+                for t in pending:
+                    t.cancel()
+            log.info("drained", extra={"event": "drain_done", "closed": len(conns)})
+        except Exception:
+            log.exception("drain failed")
         self._exit()
 
     def _exit(self) -> None:

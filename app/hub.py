@@ -25,6 +25,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol
 
+from streams.bounded import cancel_and_wait
 from streams.bus import Bus
 from streams.chain import Phase, RoomChain, Step
 from streams.log import RoomLog
@@ -272,7 +273,7 @@ class Hub:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+    async def close(self, timeout_s: float = 1.0) -> None:
+        """Cancel the fills and unsubscribes in flight; bounded, since a
+        task stuck in a Redis call must not hold up the process's exit."""
+        await cancel_and_wait(list(self._tasks), timeout_s, "hub tasks")

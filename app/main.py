@@ -32,9 +32,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service = Service(settings)
         app.state.service = service
-        await service.start()
-        Drainer(service, settings.drain_grace_s, settings.drain_timeout_s).install()
+        # Whatever started is stopped, even if a later start-up step fails;
+        # Service.stop() is bounded, so the process always gets to exit.
         try:
+            await service.start()
+            Drainer(service, settings.drain_grace_s, settings.drain_timeout_s).install()
             yield
         finally:
             service.draining = True

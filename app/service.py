@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
+from streams.bounded import cancel_and_wait, settle
 from streams.bus import Bus
 from streams.connection import RedisConnector
 from streams.keys import Keys
@@ -28,6 +29,13 @@ from .limits import BucketsByUser
 from .metrics import Metrics
 
 log = logging.getLogger("streamgate.service")
+
+# Bounds of the shutdown steps (see Service.stop).
+STOP_TASKS_S = 2.0
+STOP_REDIS_S = 1.5
+# One disconnect's presence clean-up; how many may run at once.
+PRESENCE_CLEANUP_S = 2.0
+MAX_CLEANUPS = 1000
 
 
 class Forbidden(Exception):
@@ -81,6 +89,7 @@ class Service:
         self._heartbeat: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._cleanups: set[asyncio.Task[None]] = set()
         self.metrics.watch(
             queued=lambda: sum(len(c.outbox) for c in self.conns),  # type: ignore[attr-defined]
             rooms=lambda: len(self.hub),
@@ -105,12 +114,22 @@ class Service:
         self._watchdog = asyncio.create_task(self._watch_writers(), name="slow-watchdog")
 
     async def stop(self) -> None:
-        for task in (self._heartbeat, self._watchdog, *self._tasks):
-            if task is not None:
-                task.cancel()
-        await self.bus.stop()
-        await self.hub.close()
-        await self.redis.close()
+        """Tear everything down in a few seconds (``STOP_TASKS_S`` +
+        ``STOP_REDIS_S`` + 1 at most), whatever Redis does.
+
+        Runs on every way out of the lifespan, including a failed bind right
+        after start-up (the bus may still be connecting) and a SIGTERM while
+        Redis is gone: each step is bounded on its own, so one that hangs
+        cannot keep the others, or the process, from ending.
+        """
+        background = [t for t in (self._heartbeat, self._watchdog, *self._tasks, *self._cleanups)
+                      if t is not None]
+        await asyncio.gather(
+            cancel_and_wait(background, STOP_TASKS_S, "service background tasks"),
+            self.bus.stop(timeout_s=STOP_TASKS_S),
+            self.hub.close(timeout_s=STOP_TASKS_S),
+        )
+        await settle(self.redis.close(), STOP_REDIS_S, "closing the Redis clients")
 
     async def ready(self) -> bool:
         if self.draining or not self.bus.healthy:
@@ -159,29 +178,57 @@ class Service:
 
     # -- presence -------------------------------------------------------------
 
-    async def connected(self, user: str) -> None:
+    def connected(self, user: str) -> bool:
+        """Count a new connection; True when it is the user's first here.
+
+        Synchronous, so it cannot fail or be cancelled half-way: the socket
+        counts itself in before anything that may raise, and
+        :meth:`disconnected` (in its ``finally``) counts it out.
+        """
         self.connections += 1
         self.users[user] += 1
         self.metrics.connections.set(self.connections)
-        if self.users[user] == 1:
-            await self.best_effort(self.presence.online(user))
+        return self.users[user] == 1
 
-    async def disconnected(self, user: str, rooms: list[str]) -> None:
+    def disconnected(self, user: str, rooms: list[str]) -> None:
+        """Count a connection out and start its presence clean-up.
+
+        Never waits for Redis: a close (4401, 4408, 1012) must not be held up
+        by storage, and a connection's buffers are freed at once. Presence is
+        advisory, so the clean-up is one bounded round trip in the background
+        (at most ``MAX_CLEANUPS`` at a time; past that, and whenever it fails,
+        the entries simply stop being refreshed and expire).
+        """
         self.connections -= 1
         self.users[user] -= 1
         self.metrics.connections.set(self.connections)
-        if self.draining:
-            # No Redis round trips (and no retry budget) on the way out: the
-            # heartbeat stops with the process and the entries expire.
-            if self.users[user] <= 0:
-                del self.users[user]
-            return
-        for room in rooms:
-            if not self.hub.has_user(room, user):
-                await self.best_effort(self.presence.left(room, user))
-        if self.users[user] <= 0:
+        last = self.users[user] <= 0
+        if last:
             del self.users[user]
-            await self.best_effort(self.presence.offline(user))
+        if self.draining:
+            # The heartbeat stops with the process and the entries expire.
+            return
+        rooms = [room for room in rooms if not self.hub.has_user(room, user)]
+        if not rooms and not last:
+            return
+        if len(self._cleanups) >= MAX_CLEANUPS:
+            log.warning("presence clean-up skipped: %d already running", len(self._cleanups))
+            return
+        task = asyncio.create_task(self._forget(user, rooms, last), name="presence-cleanup")
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+
+    async def _forget(self, user: str, rooms: list[str], offline: bool) -> None:
+        # The user may have come back (or joined again) since the task was made.
+        rooms = [room for room in rooms if not self.hub.has_user(room, user)]
+        offline = offline and user not in self.users
+        try:
+            async with asyncio.timeout(PRESENCE_CLEANUP_S):
+                await self.presence.forget(user, rooms, offline)
+        except (StorageUnavailable, TimeoutError) as exc:
+            log.warning("presence clean-up failed: %s", exc or type(exc).__name__)
+        except Exception:
+            log.exception("presence clean-up crashed")
 
     async def best_effort(self, coro) -> None:  # type: ignore[no-untyped-def]
         """Presence is advisory: the heartbeat repairs a write that failed."""

@@ -15,6 +15,7 @@ import time
 from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from streams.bounded import cancel_and_wait
 from streams.retry import StorageUnavailable
 
 from . import protocol as p
@@ -29,6 +30,8 @@ log = logging.getLogger("streamgate.ws")
 
 SUBPROTOCOL = "streamgate.v1"
 TOKEN_SUBPROTOCOL_PREFIX = "bearer."
+# How long a closing connection waits for its own tasks to end.
+TASKS_STOP_S = 1.0
 
 
 class _Closed(Exception):
@@ -108,37 +111,49 @@ class Connection:
         self._finished = asyncio.Event()
 
     async def run(self) -> None:
+        """Serve the socket until one of its tasks ends, then close it.
+
+        Counted in before anything that can raise or be cancelled and
+        counted out in ``finally``, so the connection counts always return.
+        The close comes before any clean-up that talks to Redis: a 4401 or
+        4408 is never held up by storage, and a close that cannot be sent
+        aborts the socket (see ``_close``).
+        """
         svc = self.svc
         started = time.monotonic()
-        await svc.connected(self.who.user)
+        first = svc.connected(self.who.user)
         svc.conns.add(self)
-        self.reply(p.welcome_frame(self.who.user, svc.instance), "welcome")
-        self._reader = asyncio.create_task(self._read(), name="ws-read")
-        self._writer = asyncio.create_task(self.outbox.run(), name="ws-write")
-        tasks = [
-            self._reader,
-            self._writer,
-            asyncio.create_task(self.session.run_catch_up(), name="ws-catch-up"),
-        ]
-        if self.who.expires_at is not None:
-            tasks.append(asyncio.create_task(self._expire(self.who.expires_at), name="ws-expiry"))
+        tasks: list[asyncio.Task[None]] = []
         code, reason = 1000, ""
         try:
+            if first:
+                await svc.best_effort(svc.presence.online(self.who.user))
+            self.reply(p.welcome_frame(self.who.user, svc.instance), "welcome")
+            self._reader = asyncio.create_task(self._read(), name="ws-read")
+            self._writer = asyncio.create_task(self.outbox.run(), name="ws-write")
+            tasks += [
+                self._reader,
+                self._writer,
+                asyncio.create_task(self.session.run_catch_up(), name="ws-catch-up"),
+            ]
+            if self.who.expires_at is not None:
+                tasks.append(asyncio.create_task(self._expire(self.who.expires_at), name="ws-expiry"))
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             code, reason = self._outcome(next(iter(done)))
             if self._closing is not None:
                 # Draining: let the answers already queued reach the client.
                 await self.outbox.flushed(timeout_s=1.0)
         finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            svc.conns.discard(self)
-            rooms = self.session.detach_all()
-            await svc.disconnected(self.who.user, rooms)
-            svc.metrics.connection_duration.observe(time.monotonic() - started)
-            await self._close(code, reason)
-            self._finished.set()
+            try:
+                # A task stuck in a Redis call (a publish, a join) that does
+                # not honour its cancellation is left behind, not waited for.
+                await cancel_and_wait(tasks, TASKS_STOP_S, "connection tasks")
+                await self._close(code, reason)
+            finally:
+                svc.conns.discard(self)
+                svc.disconnected(self.who.user, self.session.detach_all())
+                svc.metrics.connection_duration.observe(time.monotonic() - started)
+                self._finished.set()
 
     def _outcome(self, task: asyncio.Task[None]) -> tuple[int, str]:
         if self._closing is not None:

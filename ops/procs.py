@@ -24,6 +24,7 @@ import grp
 import os
 import pwd
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -188,6 +189,25 @@ def wait_for_port(port: int, timeout: float = 10.0, *, proc: Proc | None = None,
                watch=[proc] if proc else [])
 
 
+def started_or_stopped(proc: Proc, wait: float | None) -> Proc:
+    """Wait up to ``wait`` s for a just-spawned ``proc`` to listen; if it
+    does not (it died, or it hangs), stop it before raising, so that no
+    caller is left with a running process it never got a record of."""
+    if wait is None:
+        return proc
+    try:
+        wait_for_port(proc.port, wait, proc=proc)
+    except BaseException:
+        stop_proc(proc, 5.0)
+        raise
+    return proc
+
+
+def missing_programs(*names: str) -> list[str]:
+    """The programs among ``names`` that are not on PATH."""
+    return [name for name in names if shutil.which(name) is None]
+
+
 def log_tail(path: str | Path, lines: int = 20) -> str:
     """The last lines of a log file, for error messages."""
     try:
@@ -305,9 +325,7 @@ def respawn(proc: Proc, env: Mapping[str, str] | None = None, *,
     new = spawn(proc.name, proc.role, proc.cmd, proc.port, proc.log, env=env,
                 cwd=proc.extra.get("cwd"))  # type: ignore[arg-type]
     new.extra = dict(proc.extra)
-    if wait is not None:
-        wait_for_port(new.port, wait, proc=new)
-    return new
+    return started_or_stopped(new, wait)
 
 
 def spawn(name: str, role: str, cmd: Sequence[str], port: int, log: str | Path, *,
@@ -359,9 +377,7 @@ def start_redis(port: int, dir: str | Path, replicaof: int | tuple[str, int] | N
         cmd += ["--replicaof", master[0], str(master[1])]
     cmd += list(extra_args)
     proc = spawn(name or f"redis-{port}", "redis", cmd, port, d / "redis.log")
-    if wait is not None:
-        wait_for_port(port, wait, proc=proc)
-    return proc
+    return started_or_stopped(proc, wait)
 
 
 def start_sentinel(port: int, dir: str | Path, master_port: int, *,
@@ -389,9 +405,7 @@ def start_sentinel(port: int, dir: str | Path, master_port: int, *,
     cmd = ["redis-sentinel", str(copy), "--port", str(port), "--bind", LOOPBACK,
            "--dir", str(d), "--daemonize", "no", "--logfile", "", *extra_args]
     proc = spawn(name or f"sentinel-{port}", "sentinel", cmd, port, d / "sentinel.log")
-    if wait is not None:
-        wait_for_port(port, wait, proc=proc)
-    return proc
+    return started_or_stopped(proc, wait)
 
 
 def _secret(name: str) -> bool:
@@ -428,9 +442,7 @@ def start_app(port: int, env: Mapping[str, str | None], log: str | Path, *,
     # state.json, so secret-looking variables are left out: a respawn takes
     # them from its own environment.
     proc.extra = {"env": {k: v for k, v in env.items() if not _secret(k)}, "cwd": str(cwd)}
-    if wait is not None:
-        wait_for_port(port, wait, proc=proc)
-    return proc
+    return started_or_stopped(proc, wait)
 
 
 def write_nginx_conf(port: int, upstream_ports: Sequence[int], state_dir: str | Path, *,
@@ -481,6 +493,4 @@ def start_nginx(port: int, upstream_ports: Sequence[int], state_dir: str | Path,
     except subprocess.CalledProcessError as e:
         raise RuntimeError(f"nginx -t failed for {conf}:\n{e.stderr}") from e
     proc = spawn(name, "nginx", nginx_cmd(conf), port, conf.parent / "nginx.out")
-    if wait is not None:
-        wait_for_port(port, wait, proc=proc)
-    return proc
+    return started_or_stopped(proc, wait)

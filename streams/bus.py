@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable
 
 from redis.asyncio.connection import AbstractConnection
 
+from .bounded import cancel_and_wait
 from .keys import Keys
 from .model import Envelope, decode_notification
 from .observer import NullObserver, Observer
@@ -105,6 +106,7 @@ class Bus:
         self._canary_waiters: dict[str, asyncio.Future[None]] = {}
         self._canary_ok = False
         self._canaries: set[asyncio.Task[None]] = set()
+        self._stopping = False
         self.reconnects = 0
 
     @property
@@ -115,14 +117,21 @@ class Bus:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="pubsub-bus")
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+    async def stop(self, timeout_s: float = 3.0) -> None:
+        """End the run loop within ``timeout_s``, whatever Redis does.
+
+        A cancellation that lands inside redis-py's connect can be swallowed
+        there, so one ``cancel()`` is not enough: the loop also checks
+        ``_stopping``, the task is cancelled again until it ends, and a task
+        that still runs at the deadline is abandoned (the process is on its
+        way out; waiting longer would only keep it from exiting).
+        """
+        self._stopping = True
+        task, self._task = self._task, None
+        tasks: list[asyncio.Task[None]] = [*self._canaries]
+        if task is not None:
+            tasks.append(task)
+        await cancel_and_wait(tasks, timeout_s, "pubsub bus")
 
     async def subscribe(self, room: str, timeout_s: float) -> None:
         """Subscribe to a room's channel; return once Redis confirmed it."""
@@ -174,7 +183,7 @@ class Bus:
 
     async def _run(self) -> None:
         backoff = 0.05
-        while True:
+        while not self._stopping:
             conn = self._connect()
             link: _Link | None = None
             pinger: asyncio.Task[None] | None = None
@@ -212,6 +221,8 @@ class Bus:
                     await conn.disconnect()
                 except Exception:
                     pass
+            if self._stopping:
+                return
             self.reconnects += 1
             self._observer.pubsub_reconnect()
             await asyncio.sleep(backoff * (0.5 + random.random()))
@@ -286,6 +297,10 @@ class Bus:
         futures = link.pending.get(channel)
         if futures:
             fut = futures.pop(0)
+            if not futures:
+                # Free the channel's entry with its last reply: a long-lived
+                # link sees every room ever joined here.
+                del link.pending[channel]
             if not fut.done():
                 fut.set_result(None)
             return

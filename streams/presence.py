@@ -42,6 +42,24 @@ class Presence:
     async def left(self, room: str, user: str) -> None:
         await self._remove(self._keys.members(room), user)
 
+    async def forget(self, user: str, rooms: Iterable[str], offline: bool) -> None:
+        """Drop ``user``'s entries of this instance from ``rooms`` (and from
+        the online set when ``offline``) in one round trip."""
+        member = presence_member(user, self._instance)
+        keys = [self._keys.members(room) for room in rooms]
+        if offline:
+            keys.append(self._keys.presence())
+        if not keys:
+            return
+
+        async def call() -> None:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.zrem(key, member)
+                await pipe.execute()
+
+        await self._policy.run(call)
+
     async def refresh(self, users: Iterable[str], rooms: dict[str, Iterable[str]]) -> None:
         """Re-score every entry this instance owns (the heartbeat)."""
         expiry = self._expiry()

@@ -15,8 +15,10 @@ import pytest
 
 from ops import procs
 
+from tests.support.programs import require
+
 from .apps import Instances
-from .topology import Topology
+from .topology import PROGRAMS, Topology
 
 # The topologies alive right now, whose logs a failed test shows.
 _TOPOLOGIES: list[Topology] = []
@@ -30,10 +32,11 @@ def redis_args() -> tuple[str, ...]:
 
 @pytest.fixture(scope="module")
 def topology(tmp_path_factory: pytest.TempPathFactory, redis_args: tuple[str, ...]) -> Iterator[Topology]:
+    require(*PROGRAMS)
     topo = Topology(tmp_path_factory.mktemp("topology"), redis_args=redis_args)
     _TOPOLOGIES.append(topo)
-    topo.start()
     try:
+        topo.start()  # stops what it started when a step fails
         yield topo
     finally:
         topo.stop()

@@ -23,6 +23,7 @@ from streams.keys import Keys
 from tests.support import Instance, RedisServer
 from tests.support.client import WsClient
 from tests.support.http import history
+from tests.support.programs import require
 from tests.support.timeouts import scaled
 
 from .traffic import (
@@ -47,6 +48,7 @@ AFTER = 150
 
 @pytest.fixture
 def pair(make_instance: Callable[..., Instance]) -> tuple[Instance, Instance]:
+    require("nginx")  # before the instances start, not after
     return make_instance("A"), make_instance("B")
 
 

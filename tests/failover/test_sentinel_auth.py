@@ -13,6 +13,7 @@ import redis
 from ops import procs
 from tests.support import Instance
 from tests.support.instance import InstanceStartError
+from tests.support.programs import require
 
 pytestmark = pytest.mark.failover
 
@@ -21,13 +22,15 @@ SENTINEL_SECRET = "sentinel-secret-91c2"
 
 
 def test_instances_use_the_sentinel_and_master_passwords(tmp_path: Path) -> None:
+    require("redis-server", "redis-sentinel")
     rport, sport = procs.free_ports(2)
-    node = procs.start_redis(rport, tmp_path / "redis", extra_args=[
-        "--min-replicas-to-write", "0", "--requirepass", MASTER_SECRET])
-    sentinel = procs.start_sentinel(sport, tmp_path / "sentinel", rport, quorum=1, extra_args=[
-        "--requirepass", SENTINEL_SECRET, "--sentinel", "auth-pass", "mymaster", MASTER_SECRET])
+    servers: list[procs.Proc] = []
     started: list[Instance] = []
     try:
+        servers.append(procs.start_redis(rport, tmp_path / "redis", extra_args=[
+            "--min-replicas-to-write", "0", "--requirepass", MASTER_SECRET]))
+        servers.append(procs.start_sentinel(sport, tmp_path / "sentinel", rport, quorum=1, extra_args=[
+            "--requirepass", SENTINEL_SECRET, "--sentinel", "auth-pass", "mymaster", MASTER_SECRET]))
         probe = redis.Redis(port=sport, password=SENTINEL_SECRET, socket_timeout=1)
         procs.wait_until(lambda: probe.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"),
                          timeout=10, what="the sentinel to know the master")
@@ -55,4 +58,4 @@ def test_instances_use_the_sentinel_and_master_passwords(tmp_path: Path) -> None
         for inst in started:
             if inst.is_running():
                 inst.stop()
-        procs.stop_all([sentinel, node])
+        procs.stop_all(servers)

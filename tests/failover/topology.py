@@ -31,9 +31,16 @@ from ops.procs import LOOPBACK, Proc
 from ops.render import MASTER_NAME
 from tests.support.timeouts import scaled
 
+# What a topology runs.
+PROGRAMS = ("redis-server", "redis-sentinel")
+
 # Sentinel timings for the tests: a lost master is noticed after 1 s.
 DOWN_AFTER_MS = 1000
 FAILOVER_TIMEOUT_MS = 5000
+
+
+class MissingProgram(RuntimeError):
+    """A program the topology needs is not installed (nothing was started)."""
 
 
 @dataclass
@@ -79,6 +86,12 @@ class Topology:
     # -- start and stop ------------------------------------------------------
 
     def start(self, timeout: float = 30.0) -> Topology:
+        """Start every process, or none: a program that is missing is
+        reported before anything starts, and whatever started before a later
+        step failed is stopped before the error is raised."""
+        missing = procs.missing_programs(*PROGRAMS)
+        if missing:
+            raise MissingProgram(f"not installed: {', '.join(missing)}")
         try:
             self._start(scaled(timeout))
         except BaseException:

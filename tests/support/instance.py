@@ -92,7 +92,18 @@ class Instance:
         ]
 
     def start(self, timeout: float = 20.0) -> Instance:
-        self.port = free_port()
+        self.spawn()
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self.kill()
+            raise
+        return self
+
+    def spawn(self, port: int | None = None) -> Instance:
+        """Start the process without waiting for it to serve (``port``: a
+        given one, e.g. one that is already taken, instead of a free one)."""
+        self.port = free_port() if port is None else port
         env = dict(os.environ)
         env.update(self.env)
         env.update(self.launch_env())
@@ -108,11 +119,6 @@ class Instance:
             log.close()
         RUNNING[self.proc.pid] = self
         STARTED.append(self)
-        try:
-            self._wait_ready(timeout)
-        except BaseException:
-            self.kill()
-            raise
         return self
 
     def _wait_ready(self, timeout: float) -> None:

@@ -65,7 +65,12 @@ class RedisServer:
                 *self.extra_args,
             ]
             self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL)
-            if self._wait_ready(timeout):
+            try:
+                ready = self._wait_ready(timeout)
+            except BaseException:
+                kill(self.proc)  # whatever interrupted the wait, no server outlives it
+                raise
+            if ready:
                 return self
             kill(self.proc)
         raise RuntimeError(f"redis-server did not start:\n{tail(self.log_path)}")
@@ -81,7 +86,7 @@ class RedisServer:
                 try:
                     if client.ping():
                         return True
-                except redis.ConnectionError:
+                except redis.RedisError:  # refused, timed out, still loading
                     pass
                 time.sleep(0.02)
             return False
