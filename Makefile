@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test bench cluster cluster-down cluster-status clean
+.PHONY: install run test fuzz bench cluster cluster-down cluster-status clean
 
 install: $(STAMP)
 
@@ -18,6 +18,11 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The model-based and fuzzing tests, run long (make test runs them briefly).
+fuzz: install
+	STREAMGATE_FUZZ_EXAMPLES=$${STREAMGATE_FUZZ_EXAMPLES:-5000} $(BIN)/python -m pytest -q \
+		-p no:timeout tests/unit/test_chain_model.py tests/unit/test_feed_model.py
 
 cluster: install
 	$(BIN)/python -m ops.cluster up

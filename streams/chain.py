@@ -26,7 +26,10 @@ Invariants:
   ``lost`` up to the trim mark, never skipped in silence.
 - A stream that was lost and recreated (another epoch) is reported ``lost``
   for every member: their positions belong to a stream that no longer
-  exists, and only a new join can say ``recovered:false`` truthfully.
+  exists, and only a new join can say ``recovered:false`` truthfully. The
+  chain never stays live with entries handed over and the epoch unknown: it
+  reads once more to learn it. (Left open: a stream lost twice within that
+  one read, the second time with ids that restart lower, is not told apart.)
 - The buffer is bounded: on overflow it is dropped and the fill reads on,
   since everything in it is in the stream too.
 """
@@ -111,6 +114,11 @@ class RoomChain:
             head = self.head
             if env.prev_key == head and env.key > head:
                 self.head = env.key
+                if not self.epoch:
+                    # The stream's first entry since the chain opened: learn
+                    # its epoch before going on, so a later loss shows.
+                    self.phase = Phase.FILLING
+                    return Step(deliver=[env], read=True)
                 return Step(deliver=[env])
             if env.key <= head and not (env.prev_key == ZERO and head != ZERO):
                 return _NOTHING  # already handed over
@@ -139,10 +147,10 @@ class RoomChain:
         epoch (read first) and up to a page of entries."""
         if self.phase is not Phase.FILLING:
             return _NOTHING
-        if self.epoch and epoch != self.epoch:
-            # Another incarnation of the stream (or none at all) than the one
-            # the handed-over entries came from. (An unknown epoch is adopted:
-            # the chain opened before the stream existed.)
+        if (self.epoch and epoch != self.epoch) or (not epoch and self.head != ZERO):
+            # Another incarnation of the stream than the one the handed-over
+            # entries came from, or none at all. (An unknown epoch is
+            # adopted: the chain opened before the stream existed.)
             self.head = ZERO
             self.epoch = epoch
             self.pending = []
@@ -166,6 +174,11 @@ class RoomChain:
             step.read = True
             return step
         if self._drain(step, force=self.unexplained >= UNEXPLAINED_READS):
+            if not self.epoch and self.head != ZERO:
+                # Handed over entries of a stream that did not exist when
+                # the read ran: read once more to learn which one it is.
+                step.read = True
+                return step
             step.live = True
             step.filled, self.filled = self.filled, 0
             self.phase = Phase.LIVE
