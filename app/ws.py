@@ -15,6 +15,7 @@ import time
 from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from streams.log import BeyondEnd
 from streams.retry import StorageUnavailable
 
 from . import protocol as p
@@ -301,5 +302,7 @@ class Connection:
             return
         try:
             await self.svc.log.ack(frame.room, self.who.user, frame.id)
+        except BeyondEnd:
+            self.error("bad_frame", "'id' is beyond the room's last message", frame.room)
         except StorageUnavailable:
             self.error("unavailable", "could not store the ack", frame.room)
