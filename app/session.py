@@ -58,6 +58,7 @@ class Feed:
     started: float = field(default_factory=time.monotonic)
     fell_behind: bool = False  # the hub could not hand over trimmed entries
     lagging: bool = field(default=False)  # queued for catch-up
+    epoch: str | None = None  # the stream epoch reported in `joined`
 
 
 class Session:
@@ -104,13 +105,13 @@ class Session:
     # -- join / leave ----------------------------------------------------------
 
     async def join_from(self, room: str, since: StreamId | None, recovered: bool,
-                        floor: StreamId = ZERO) -> None:
+                        floor: StreamId = ZERO, epoch: str | None = None) -> None:
         """Join ``room``, replaying entries after ``since`` (None: only new ones).
 
         ``floor``: the trim mark the client was already told about.
         """
         old = self.feeds.pop(room, None)
-        feed = Feed(room=room, last=since or ZERO, recovered=recovered, floor=floor)
+        feed = Feed(room=room, last=since or ZERO, recovered=recovered, floor=floor, epoch=epoch)
         self.feeds[room] = feed
         if old is None:
             try:
@@ -124,7 +125,7 @@ class Session:
         if since is None:
             feed.last = self._hub.head(room)
             feed.live = True
-            self.outbox.push(joined_frame(room, 0, recovered, format_id(feed.last)))
+            self.outbox.push(joined_frame(room, 0, recovered, format_id(feed.last), epoch=epoch))
             self._sent["joined"] += 1
         else:
             feed.joining = True
@@ -211,6 +212,7 @@ class Session:
         if feed.joining:
             feed.joining = False
             self._on_replayed(feed.replayed, time.monotonic() - feed.started)
-            if not self.outbox.push(joined_frame(feed.room, feed.replayed, feed.recovered, format_id(feed.last))):
+            if not self.outbox.push(joined_frame(feed.room, feed.replayed, feed.recovered,
+                                                 format_id(feed.last), epoch=feed.epoch)):
                 raise TooSlow("control frames not read")
             self._sent["joined"] += 1

@@ -283,8 +283,9 @@ class Connection:
             self.error("forbidden", f"at most {svc.settings.max_joins} rooms per connection", frame.room)
             return
         try:
-            point = await svc.join_point(who, frame.room, frame.since)
-            await self.session.join_from(frame.room, point.since, point.recovered, point.floor)
+            point = await svc.join_point(who, frame.room, frame.since, frame.epoch)
+            await self.session.join_from(frame.room, point.since, point.recovered, point.floor,
+                                         epoch=point.epoch)
         except StorageUnavailable:
             self.error("unavailable", "storage unavailable; join again", frame.room)
             return
