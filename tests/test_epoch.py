@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from client import Gap, Message, connect
+from tests.client_support import FAST, frozen, take
 from tests.conftest import BASE_ENV, InstanceFactory
-from tests.support import Instance, RedisServer, ServerError, WsClient, open_client
+from tests.support import Instance, RedisServer, ServerError, WsClient, async_wait_until, open_client
 
 
 @pytest.fixture(scope="module")
@@ -21,10 +23,20 @@ def epoch_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServe
 
 
 @pytest.fixture(scope="module")
-def lone(epoch_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
+def epoch_factory(epoch_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InstanceFactory]:
     factory = InstanceFactory(epoch_redis.url, tmp_path_factory.mktemp("epoch-instances"))
-    yield factory.start("E")
+    yield factory
     factory.stop_all()
+
+
+@pytest.fixture(scope="module")
+def lone(epoch_factory: InstanceFactory) -> Instance:
+    return epoch_factory.start("E")
+
+
+@pytest.fixture(scope="module")
+def other(epoch_factory: InstanceFactory) -> Instance:
+    return epoch_factory.start("F")
 
 
 @pytest.fixture
@@ -233,3 +245,41 @@ async def test_join_with_a_malformed_epoch_is_a_bad_frame(
             await sub.join(room, since="0", epoch=epoch)
         assert (caught.value.frame["code"], caught.value.frame["ref"]) == ("bad_frame", room)
         await sub.ping()
+
+
+async def test_the_python_client_resumes_with_its_epoch_and_reports_the_loss(
+    lone: Instance, other: Instance, raw: Any, room: str, uid: Callable[[str], str]
+) -> None:
+    async with connect(lone.ws_url(), user=uid("sub"), options=FAST) as sub, \
+            connect(other.ws_url(), user=uid("pub"), options=FAST) as pub:
+        seen = [await pub.publish(room, f"seen{n}") for n in range(3)]
+        joined = await sub.join(room, since="0")
+        assert [m.id for m in await take(sub, 3)] == seen  # type: ignore[union-attr]
+        first_epoch = sub.epoch(room)
+        assert first_epoch is not None and first_epoch == joined.epoch
+        with frozen(lone):
+            await async_wait_until(lambda: not sub.connected, 15, message="client still thinks it is connected")
+            await pub.publish(room, "lost")
+            assert await raw.flushall() is True
+            fresh = await pub.publish(room, "fresh")
+        # The client resumes by itself from (seen[-1], first_epoch).
+        gap, message = await take(sub, 2)
+        assert gap == Gap(room, seen[-1])
+        assert isinstance(message, Message) and message.id == fresh
+        new_epoch = sub.epoch(room)
+        assert new_epoch not in (None, first_epoch)
+        live = await pub.publish(room, "live")
+        (item,) = await take(sub, 1)
+        assert isinstance(item, Message) and item.id == live
+
+    # An application that kept (position, epoch) resumes cleanly with them.
+    async with connect(other.ws_url(), user=uid("sub"), options=FAST) as again:
+        later = await pub_once(other, room, uid("pub2"))
+        resumed = await again.join(room, since=fresh, epoch=new_epoch)
+        assert (resumed.recovered, resumed.replayed, resumed.epoch) == (True, 2, new_epoch)
+        assert [m.id for m in await take(again, 2)] == [live, later]  # type: ignore[union-attr]
+
+
+async def pub_once(inst: Instance, room: str, user: str) -> str:
+    async with connect(inst.ws_url(), user=user, options=FAST) as pub:
+        return await pub.publish(room, "later")
