@@ -170,7 +170,9 @@ async def test_ack_beyond_the_stream_end_is_refused_and_the_cursor_kept(
                 assert (err["code"], err["ref"]) == ("bad_frame", room)
             err = await ack_refused(sub, f"never-{room}", "1-0")  # no stream at all
             assert (err["code"], err["ref"]) == ("bad_frame", f"never-{room}")
-            await sub.ping()  # the connection stays open
+            await sub.ack(f"never-{room}", "0-0")  # not beyond: nothing to store, no answer
+            await sub.ack(room, sent[0])  # behind the cursor: no answer
+            await sub.ping()  # the connection stays open, nothing else was answered
         async with await open_client(lone, user) as again:
             replay, joined = await again.join(room)  # from the cursor
             assert (joined["recovered"], ids(replay)) == (True, sent[2:])

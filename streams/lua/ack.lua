@@ -38,6 +38,8 @@ local function cmpid(x, y)
 end
 
 if redis.call('EXISTS', KEYS[2]) == 0 then
+  -- No stream: only '0-0' is not beyond it, and there is nothing to store.
+  if cmpid(ARGV[2], '0-0') == 0 then return {1, '0-0'} end
   return {0, ''}
 end
 local info = redis.call('XINFO', 'STREAM', KEYS[2])
