@@ -257,7 +257,7 @@ class Hub:
                     continue
                 failures = 0
                 step = r.chain.read_done(parse_id(bounds.trim_mark),
-                                         getattr(bounds, "epoch", ""), page)
+                                         bounds.epoch or "", page)
                 self._apply(r, step)
         finally:
             r.fill = None

@@ -23,6 +23,7 @@ PROTOCOL_VERSION = 1
 USER_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 ROOM_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 CLIENT_ID_RE = re.compile(r"[\x21-\x7e]{1,128}")
+EPOCH_RE = re.compile(r"[\x21-\x7e]{1,64}")
 ALL_ROOM = "@all"
 
 # Close codes.
@@ -63,6 +64,7 @@ def inbox(user: str) -> str:
 class Join:
     room: str
     since: str | None  # "$", an id, or None for "resume from the ack cursor"
+    epoch: str | None = None  # the epoch `joined` gave with that id, if the client has one
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +203,10 @@ def parse_frame(raw: str | bytes, max_body_bytes: int = 65536) -> ClientFrame:
         since = frame.get("since")
         if since is not None and not (since == "$" or is_id(since)):
             raise FrameError("bad_frame", "'since' must be \"$\", \"0\" or a message id", ref=room)
-        return Join(room, since)
+        epoch = frame.get("epoch")
+        if epoch is not None and not (isinstance(epoch, str) and EPOCH_RE.fullmatch(epoch)):
+            raise FrameError("bad_frame", "'epoch' must be 1-64 printable ASCII characters", ref=room)
+        return Join(room, since, epoch)
     if kind == "leave":
         return Leave(_room(frame))
     if kind == "ack":
@@ -267,11 +272,14 @@ def welcome_frame(user: str, instance: str) -> str:
     return _dump({"type": "welcome", "user": user, "instance": instance, "protocol": PROTOCOL_VERSION})
 
 
-def joined_frame(room: str, replayed: int, recovered: bool, last_id: str) -> str:
+def joined_frame(room: str, replayed: int, recovered: bool, last_id: str,
+                 epoch: str | None = None) -> str:
     """``last_id`` (an addition to v1): the room position the client is now
-    at, so a client that received nothing yet can still resume from here."""
+    at, so a client that received nothing yet can still resume from here.
+    ``epoch``: the incarnation of the room's stream (null: no stream yet),
+    to be sent back with ``since`` on the next join."""
     return _dump({"type": "joined", "room": room, "replayed": replayed, "recovered": recovered,
-                  "last_id": last_id})
+                  "last_id": last_id, "epoch": epoch})
 
 
 def left_frame(room: str) -> str:

@@ -11,14 +11,14 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass
 
 from streams.bounded import cancel_and_wait, settle
 from streams.bus import Bus
 from streams.connection import RedisConnector
+from streams.joinpoint import JoinPoint, resolve
 from streams.keys import Keys
 from streams.log import Appended, ReplicaAcks, RoomLog
-from streams.model import Envelope, parse_id
+from streams.model import Envelope
 from streams.presence import Presence
 from streams.retry import RetryPolicy, StorageUnavailable
 
@@ -40,15 +40,6 @@ MAX_CLEANUPS = 1000
 
 class Forbidden(Exception):
     pass
-
-
-@dataclass(frozen=True, slots=True)
-class JoinPoint:
-    """Where a join starts: ``since`` None means only new messages."""
-
-    since: tuple[int, int] | None
-    recovered: bool
-    floor: tuple[int, int] = (0, 0)  # the trim mark at the time of the join
 
 
 class Service:
@@ -158,20 +149,12 @@ class Service:
 
     # -- reads ----------------------------------------------------------------
 
-    async def join_point(self, who: Principal, room: str, since: str | None) -> JoinPoint:
-        """Resolve a join's ``since`` (None: the ack cursor, else "$")."""
-        if since is None:
-            since = await self.log.cursor(room, who.user) or "$"
-        if since == "$":
-            return JoinPoint(None, True)
-        bounds = await self.log.bounds(room)
-        start = parse_id(since)
-        if start > parse_id(bounds.last_id):
-            # Beyond anything this stream ever generated: an id erased by a
-            # failover, or made up. Never replay from a point the stream
-            # never had; start live and say the client missed some.
-            return JoinPoint(None, False)
-        return JoinPoint(start, bounds.recovered(since), parse_id(bounds.trim_mark))
+    async def join_point(self, who: Principal, room: str, since: str | None,
+                         epoch: str | None = None) -> JoinPoint:
+        """Resolve a join's ``since`` (None: the ack cursor, else "$") and
+        the ``epoch`` the client sent with it (see streams/joinpoint.py)."""
+        cursor = await self.log.cursor(room, who.user) if since is None else None
+        return resolve(since, epoch, cursor, await self.log.bounds(room))
 
     async def history(self, room: str, after: str, limit: int) -> list[Envelope]:
         return await self.log.read_after(room, after, limit)

@@ -76,7 +76,7 @@ class Session:
     # -- join / leave ----------------------------------------------------------
 
     async def join_from(self, room: str, since: StreamId | None, recovered: bool,
-                        floor: StreamId = ZERO, epoch: str = "") -> None:
+                        floor: StreamId = ZERO, epoch: str | None = None) -> None:
         """Join ``room``, replaying entries after ``since`` (None: only new ones).
 
         ``floor``: the trim mark the client was already told about.
@@ -84,7 +84,7 @@ class Session:
         old = self.feeds.pop(room, None)
         if old is not None:
             old.left()  # its catch-up, if any, must not queue another entry
-        feed = Feed(room, since, recovered, floor, epoch, started=time.monotonic())
+        feed = Feed(room, since, recovered, floor, epoch or "", started=time.monotonic())
         self.feeds[room] = feed
         if old is None:
             try:
@@ -146,7 +146,7 @@ class Session:
                 # Reading on past a trimmed stretch (or into another
                 # incarnation of the stream) would be a silent gap: close
                 # instead, and the client resumes knowing.
-                if feed.gap(parse_id(bounds.trim_mark), getattr(bounds, "epoch", "")):
+                if feed.gap(parse_id(bounds.trim_mark), bounds.epoch or ""):
                     raise FellBehind(room)
                 page, blob = await self._hub.replay_page(room, feed.last, CATCH_UP_PAGE)
             except StorageUnavailable:
@@ -180,7 +180,8 @@ class Session:
             self._announce(went_live)
 
     def _announce(self, joined: Joined) -> None:
-        frame = joined_frame(joined.room, joined.replayed, joined.recovered, format_id(joined.last))
+        frame = joined_frame(joined.room, joined.replayed, joined.recovered, format_id(joined.last),
+                             epoch=joined.epoch or None)
         if not self.outbox.push(frame):
             raise TooSlow("control frames not read")
         self._sent["joined"] += 1

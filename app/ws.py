@@ -16,6 +16,7 @@ from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from streams.bounded import cancel_and_wait
+from streams.log import BeyondEnd
 from streams.retry import StorageUnavailable
 
 from . import protocol as p
@@ -304,8 +305,9 @@ class Connection:
             self.error("forbidden", f"at most {svc.settings.max_joins} rooms per connection", frame.room)
             return
         try:
-            point = await svc.join_point(who, frame.room, frame.since)
-            await self.session.join_from(frame.room, point.since, point.recovered, point.floor)
+            point = await svc.join_point(who, frame.room, frame.since, frame.epoch)
+            await self.session.join_from(frame.room, point.since, point.recovered, point.floor,
+                                         epoch=point.epoch)
         except StorageUnavailable:
             self.error("unavailable", "storage unavailable; join again", frame.room)
             return
@@ -323,5 +325,7 @@ class Connection:
             return
         try:
             await self.svc.log.ack(frame.room, self.who.user, frame.id)
+        except BeyondEnd:
+            self.error("bad_frame", "'id' is beyond the room's last message", frame.room)
         except StorageUnavailable:
             self.error("unavailable", "could not store the ack", frame.room)

@@ -43,7 +43,7 @@ from .errors import (
     StreamgateError,
 )
 from .events import Item, Joined, Message
-from .ids import check_since
+from .ids import check_epoch, check_since
 from .link import Link, Lost
 from .options import Options, TokenProvider
 from .protocol import (
@@ -182,29 +182,38 @@ class Client:
         the position the last join reported; None when not known yet."""
         return self._state.position(room)
 
+    def epoch(self, room: str) -> str | None:
+        """The epoch of the room's stream that :meth:`position` belongs to
+        (keep it with the position to resume after a restart)."""
+        return self._state.epoch(room)
+
     # -- requests -----------------------------------------------------------------
 
-    async def join(self, room: str, since: str | None = None, *, timeout: float | None = None) -> Joined:
+    async def join(self, room: str, since: str | None = None, *, epoch: str | None = None,
+                   timeout: float | None = None) -> Joined:
         """Join ``room`` and return the server's ``joined`` answer.
 
         ``since``: ``"$"`` only new messages, ``"0"`` everything retained, a
         message id: everything after it; None: from the user's stored ack
-        cursor, else ``"$"``. It applies to the first join only: afterwards
+        cursor, else ``"$"``. ``epoch``: the one :meth:`epoch` gave with that
+        id, so that a room whose stream was lost and recreated answers
+        ``recovered=False``. Both apply to the first join only: afterwards
         the client resumes from what it delivered. On timeout the room stays
         wanted (it is joined when a connection allows); call :meth:`leave`
         to give it up. Joining a room already joined returns at once.
         """
         check_room(room)
         check_since(since)
+        check_epoch(epoch)
         self._check_usable()
         known = self._state.rooms.get(room)
         if known is not None and known.joins > 0:
-            return Joined(room, 0, True, self._state.position(room))
+            return Joined(room, 0, True, self._state.position(room), self._state.epoch(room))
         future: asyncio.Future[Joined] = asyncio.get_running_loop().create_future()
         waiters = self._joins.setdefault(room, [])
         waiters.append(future)
         try:
-            frames = self._state.join(room, since)
+            frames = self._state.join(room, since, epoch)
             if frames and self._link is not None:
                 await self._link.send(frames)
             async with asyncio.timeout(self._timeout(timeout)):

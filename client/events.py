@@ -48,10 +48,14 @@ Item = Message | Gap
 @dataclass(frozen=True, slots=True)
 class Joined:
     """The server's ``joined`` answer: ``replayed`` messages came before it;
-    ``recovered`` is false when some were trimmed away; ``last_id`` is the
-    room position after the join (None from servers that do not send it)."""
+    ``recovered`` is false when some were lost for good (trimmed away, erased
+    by a failover, or the room's stream lost and recreated); ``last_id`` is
+    the room position after the join (None from servers that do not send
+    it); ``epoch`` names the incarnation of the room's stream that position
+    belongs to (None while the room has no stream, or from older servers)."""
 
     room: str
     replayed: int
     recovered: bool
     last_id: str | None
+    epoch: str | None = None

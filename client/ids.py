@@ -44,3 +44,12 @@ def check_since(since: str | None) -> None:
     """A join's ``since``: ``"$"``, ``"0"``, a message id, or None (omitted)."""
     if not (since is None or since == "$" or is_id(since)):
         raise ValueError(f'since must be "$", "0", a message id or None, not {since!r}')
+
+
+_EPOCH_RE = re.compile(r"[\x21-\x7e]{1,64}")
+
+
+def check_epoch(epoch: str | None) -> None:
+    """A join's ``epoch``: as a ``joined`` gave it (1-64 printable ASCII), or None."""
+    if not (epoch is None or (isinstance(epoch, str) and _EPOCH_RE.fullmatch(epoch))):
+        raise ValueError(f"epoch must be the one a joined frame gave, not {epoch!r}")

@@ -103,10 +103,14 @@ def encode(frame: Frame) -> str:
     return json.dumps(frame, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def join_frame(room: str, since: str | None) -> Frame:
+def join_frame(room: str, since: str | None, epoch: str | None = None) -> Frame:
+    """``epoch``: the one ``joined`` gave with ``since``; sent only with an id
+    (``"$"`` needs none), so the server can tell a recreated stream apart."""
     frame: Frame = {"type": "join", "room": room}
     if since is not None:
         frame["since"] = since
+        if epoch is not None and since != "$":
+            frame["epoch"] = epoch
     return frame
 
 
@@ -194,11 +198,13 @@ def decode(raw: str | bytes) -> ServerFrame:
     if kind == "joined":
         last_id = frame.get("last_id")
         replayed = frame.get("replayed")
+        epoch = frame.get("epoch")
         return Joined(
             room=_str(frame, "room"),
             replayed=replayed if isinstance(replayed, int) else 0,
             recovered=frame.get("recovered") is not False,
             last_id=last_id if is_id(last_id) else None,
+            epoch=epoch if isinstance(epoch, str) and epoch else None,
         )
     if kind == "published":
         cid = frame.get("client_id")

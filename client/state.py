@@ -6,9 +6,16 @@ frames and sends the frames it returns.
 
 Invariants, per room:
 
-- ``last`` (the resume point) only grows. A message reaches the application
-  queue only if its id is greater than ``last``, and then becomes ``last``.
-  So nothing is yielded twice or out of order, whatever a reconnect replays.
+- ``last`` (the resume point) only grows, except that a ``joined`` with
+  ``recovered: false`` sets it to the server's position (what lay beyond was
+  erased by a failover). A message reaches the application queue only if
+  its id is greater than ``last``, and then becomes ``last``. So nothing is
+  yielded twice or out of order, whatever a reconnect replays.
+- ``epoch`` is the one the server named in the last ``joined`` and goes
+  back with ``last`` on every resume, so that a room whose stream was lost
+  and recreated answers ``recovered: false`` (a Gap). The replay of a new
+  incarnation is still filtered by ``last``: a client that stayed live
+  across the loss already has the new entries it received.
 - No silent hole: once the client drops a message of a subscription (queue
   full, leave in flight, not joined yet), it accepts nothing more from that
   subscription and subscribes again with ``since = last``.
@@ -44,6 +51,7 @@ class Phase(enum.Enum):
 class Room:
     name: str
     since: str | None  # the application's starting point, used until `last` is known
+    epoch: str | None = None  # the stream epoch `last` (or `since`) belongs to
     last: StreamId | None = None
     phase: Phase = Phase.PENDING
     held: list[Message] = field(default_factory=list)
@@ -71,11 +79,14 @@ class Delivery:
 
     # -- the application's requests ---------------------------------------------
 
-    def join(self, name: str, since: str | None) -> list[Frame]:
-        """Want ``name`` from now on; joining a room already wanted does nothing."""
+    def join(self, name: str, since: str | None, epoch: str | None = None) -> list[Frame]:
+        """Want ``name`` from now on; joining a room already wanted does nothing.
+
+        ``epoch``: the one a ``joined`` gave with ``since`` (kept by the
+        application across restarts), if any."""
         if name in self.rooms:
             return []
-        room = self.rooms[name] = Room(name, since)
+        room = self.rooms[name] = Room(name, since, epoch)
         return self._subscribe(room) if self.online else []
 
     def leave(self, name: str) -> list[Frame]:
@@ -95,6 +106,10 @@ class Delivery:
     def position(self, name: str) -> str | None:
         room = self.rooms.get(name)
         return format_id(room.last) if room is not None and room.last is not None else None
+
+    def epoch(self, name: str) -> str | None:
+        room = self.rooms.get(name)
+        return room.epoch if room is not None else None
 
     # -- the connection's life cycle ---------------------------------------------
 
@@ -153,6 +168,7 @@ class Delivery:
         if not joined.recovered and not room.gap_open:
             self.queue.append(Gap(room.name, room.resume_since()))
             room.gap_open = True
+        room.epoch = joined.epoch
         held, room.held = room.held, []
         complete = not room.held_overflow
         room.held_overflow = False
@@ -168,8 +184,10 @@ class Delivery:
         if joined.last_id is not None:
             # Everything replayed was taken, so the room is at `last_id` now,
             # even when nothing was received (the `since="$"` case).
+            # After a loss the server's position is the truth (an id beyond
+            # it was erased, or belongs to a lost incarnation).
             position = parse_id(joined.last_id)
-            if room.last is None or position > room.last:
+            if room.last is None or position > room.last or not joined.recovered:
                 room.last = position
         room.phase = Phase.LIVE
         return True
@@ -224,7 +242,7 @@ class Delivery:
         room.phase = Phase.JOINING
         room.held = []
         room.held_overflow = False
-        return [join_frame(room.name, room.resume_since())]
+        return [join_frame(room.name, room.resume_since(), room.epoch)]
 
     def _stall(self, room: Room) -> None:
         room.phase = Phase.STALLED

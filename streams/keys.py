@@ -8,16 +8,21 @@ Layout (``P`` is the configured prefix, default ``sg``; ``R`` a room name)::
                                  after 24 h (U never contains ``|``, so the
                                  first ``|`` after ``idem:`` ends it, whatever
                                  the client_id holds)
-    P:{R}:cursor         HASH    user -> last acknowledged id (only moves forward)
+    P:{R}:cursor         HASH    user -> "<id>/<epoch>": last acknowledged id and the
+                                 stream epoch it belongs to (only moves forward
+                                 within an epoch; a bare "<id>" predates epochs)
     P:{R}:members        ZSET    "user|instance" -> expiry (unix seconds)
     P:{R}:confirmed      STRING  highest id confirmed by replicas (replica mode)
+    P:{R}:epoch          HASH    the stream's incarnation: token (random, written
+                                 with the stream's first entry), born (that
+                                 entry's id; 0-0 for a stream older than epochs)
     P:{R}:live           CHANNEL Pub/Sub notification of each new entry
     P:presence           ZSET    "user|instance" -> expiry (unix seconds)
     P:canary:<instance>  CHANNEL an instance's Pub/Sub self-check
 
 Every key of a room carries the hash tag ``{R}`` so that a Redis Cluster
-would keep a room, its idempotency records and its cursors on one shard, which
-the append script needs (it touches several of them atomically).
+would keep a room, its idempotency records, its epoch and its cursors on one
+shard, which the scripts need (they touch several of them atomically).
 """
 
 from __future__ import annotations
@@ -50,6 +55,9 @@ class Keys:
 
     def confirmed(self, room: str) -> str:
         return f"{self.prefix}:{{{room}}}:confirmed"
+
+    def epoch(self, room: str) -> str:
+        return f"{self.prefix}:{{{room}}}:epoch"
 
     def channel(self, room: str) -> str:
         return f"{self.prefix}:{{{room}}}:live"

@@ -8,7 +8,10 @@ Contract:
   nothing and returns the first id; the same ``client_id`` from another
   sender is a different message (records are per room and sender).
 - ``read_after`` returns entries strictly after an id, in id order.
-- ``bounds`` tells what a reader who last saw an id has lost to trimming.
+- ``bounds`` tells what a reader who last saw an id has lost to trimming,
+  and which incarnation (epoch) of the stream it is, in one atomic read.
+- The append that creates a stream also gives it a fresh epoch record (see
+  streams/joinpoint.py); ``ack`` refuses ids beyond the stream's end.
 
 Replica durability (``replica_acks`` set): an append is confirmed only when
 ``WAIT`` says enough replicas have it. WAIT cannot run inside a script, so
@@ -25,8 +28,8 @@ import uuid
 from importlib import resources
 
 from redis.asyncio import Redis
-from redis import exceptions as rex
 
+from .joinpoint import Bounds, Cursor
 from .keys import Keys
 from .model import Envelope, exclusive_start, format_id, parse_id
 from .retry import RetryPolicy, StorageUnavailable
@@ -49,34 +52,17 @@ class Appended:
     prev: str
 
 
-@dataclass(frozen=True, slots=True)
-class Bounds:
-    """What the stream knows about its own history.
+__all__ = ["Appended", "Bounds", "BeyondEnd", "Cursor", "NotConfirmed", "ReplicaAcks", "RoomLog"]
 
-    ``last_id``: the last id ever generated (not only the last retained).
-    ``trim_mark``: the first retained id when older entries were trimmed
-    away, else ``0-0``. Redis does not record the largest trimmed id (its
-    ``max-deleted-entry-id`` only follows XDEL), so a reader who last saw an
-    id below the first retained one is counted as having missed something:
-    when in doubt, say so rather than claim a gap-free resume.
-    """
 
-    last_id: str
-    trim_mark: str
-    length: int
+def new_epoch() -> str:
+    """A fresh epoch token (random here: Lua's random is deterministic)."""
+    return uuid.uuid4().hex
 
-    def recovered(self, since: str) -> bool:
-        """Can a reader who last saw ``since`` get everything after it?
 
-        No when entries after ``since`` may have been trimmed, and no when
-        ``since`` is beyond the last id the stream ever generated: such an id
-        was erased by a failover or made up, and replaying from it could
-        skip entries the new master appended with a clock that runs behind.
-        """
-        s = parse_id(since)
-        if s > parse_id(self.last_id):
-            return False
-        return parse_id(self.trim_mark) <= s
+class BeyondEnd(ValueError):
+    """An ack for an id the stream never generated (erased by a failover or
+    made up); the cursor was left as it was."""
 
 
 class NotConfirmed(StorageUnavailable):
@@ -107,6 +93,9 @@ class RoomLog:
         self._confirm = redis.register_script(_script("confirm.lua"))
         self._read = redis.register_script(_script("read.lua"))
         self._ack = redis.register_script(_script("ack.lua"))
+        bounds = _script("bounds.lua")
+        self._bounds_read = redis.register_script("#!lua flags=no-writes\n" + bounds)
+        self._bounds_adopt = redis.register_script("#!lua\n" + bounds)
 
     async def _retry(self, call):  # type: ignore[no-untyped-def]
         return await self._policy.run(call)
@@ -120,10 +109,10 @@ class RoomLog:
             cid, ttl = "c:" + client_id, IDEMPOTENCY_TTL_S
         else:
             cid, ttl = "i:" + uuid.uuid4().hex, INTERNAL_ID_TTL_S
-        keys = [k.log(room), k.idem(room, sender, cid)]
+        keys = [k.log(room), k.idem(room, sender, cid), k.epoch(room), k.confirmed(room)]
         acks = self._acks
         channel = k.channel(room) if acks is None else ""
-        args = [self._maxlen, sender, body_json, cid, ttl, channel]
+        args = [self._maxlen, sender, body_json, cid, ttl, channel, new_epoch()]
 
         async def call() -> Appended:
             if acks is None:
@@ -175,47 +164,72 @@ class RoomLog:
         return await self._retry(call)
 
     async def bounds(self, room: str) -> Bounds:
-        key = self._keys.log(room)
+        """The stream's bounds and epoch, read atomically (one script).
+
+        The usual read is a read-only script; a stream older than epochs is
+        given its record (born unknown) by the writing variant, once.
+        """
+        keys = [self._keys.log(room), self._keys.epoch(room)]
 
         async def call() -> Bounds:
-            try:
-                info = await self._redis.xinfo_stream(key)
-            except rex.ResponseError as exc:
-                if "no such key" in str(exc).lower():
-                    return Bounds("0-0", "0-0", 0)
-                raise
-            length = int(info["length"])
-            last = _s(info["last-generated-id"])
-            first = info.get("first-entry")
-            trimmed = int(info.get("entries-added", length)) > length
-            if not trimmed:
-                mark = "0-0"
-            elif first:
-                mark = _s(first[0])
-            else:  # everything trimmed: only ids at the end are safe
-                mark = last
-            return Bounds(last_id=last, trim_mark=mark, length=length)
+            raw = await self._bounds_read(keys=keys, args=[""])
+            if raw and not _s(raw[4]):
+                raw = await self._bounds_adopt(keys=keys, args=[new_epoch()])
+            return _bounds(raw)
 
         return await self._retry(call)
 
     async def ack(self, room: str, user: str, sid: str) -> str:
-        """Move the user's cursor forward to ``sid``; return the stored cursor."""
-        key = self._keys.cursor(room)
+        """Move the user's cursor forward to ``sid``; return the stored cursor id.
+
+        Raise :class:`BeyondEnd` when ``sid`` is beyond the stream's last
+        generated id. A stored cursor from another epoch, or beyond the end,
+        is replaced.
+        """
+        k = self._keys
+        keys = [k.cursor(room), k.log(room), k.epoch(room)]
         sid = format_id(parse_id(sid))
 
         async def call() -> str:
-            return _s(await self._ack(keys=[key], args=[user, sid]))
+            stored, cursor = await self._ack(keys=keys, args=[user, sid, new_epoch()])
+            if not int(stored):
+                raise BeyondEnd(sid)
+            return _s(cursor)
 
         return await self._retry(call)
 
-    async def cursor(self, room: str, user: str) -> str | None:
+    async def cursor(self, room: str, user: str) -> Cursor | None:
         key = self._keys.cursor(room)
 
-        async def call() -> str | None:
+        async def call() -> Cursor | None:
             v = await self._redis.hget(key, user)
-            return _s(v) if v is not None else None
+            return None if v is None else parse_cursor(_s(v))
 
         return await self._retry(call)
+
+
+def parse_cursor(text: str) -> Cursor:
+    """``<id>/<epoch>``, or a bare ``<id>`` stored before cursors had an epoch."""
+    sid, sep, epoch = text.partition("/")
+    return Cursor(sid, epoch if sep and epoch else None)
+
+
+def _bounds(raw: list[object]) -> Bounds:
+    """Decode the reply of bounds.lua (``[]``: no stream)."""
+    if not raw:
+        return Bounds("0-0", "0-0", 0)
+    length, last, added, first, token, born = raw
+    n = int(length)  # type: ignore[call-overload]
+    last_id = _s(last)  # type: ignore[arg-type]
+    first_id = _s(first)  # type: ignore[arg-type]
+    if int(added) <= n:  # type: ignore[call-overload]
+        mark = "0-0"
+    elif first_id:
+        mark = first_id
+    else:  # everything trimmed: only ids at the end are safe
+        mark = last_id
+    return Bounds(last_id=last_id, trim_mark=mark, length=n,
+                  epoch=_s(token), born=_s(born))  # type: ignore[arg-type]
 
 
 def _s(v: bytes | str) -> str:

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from client import AuthError, Gap, Joined, Message, ServerError, connect, format_id, parse_id
 from client.backoff import Backoff
-from client.ids import ZERO
+from client.ids import ZERO, check_epoch
 from client.protocol import (
     BadFrame,
     CloseAction,
@@ -75,6 +75,11 @@ def test_format_id_round_trips() -> None:
         ('{"type":"joined","room":"r","replayed":3,"recovered":false,"last_id":"9-0"}',
          Joined("r", 3, False, "9-0")),
         ('{"type":"joined","room":"r","replayed":0,"recovered":true}', Joined("r", 0, True, None)),
+        ('{"type":"joined","room":"r","replayed":0,"recovered":true,"last_id":"1-0","epoch":"e1"}',
+         Joined("r", 0, True, "1-0", "e1")),
+        ('{"type":"joined","room":"r","replayed":0,"recovered":true,"last_id":"0-0","epoch":null}',
+         Joined("r", 0, True, "0-0", None)),
+        ('{"type":"joined","room":"r","replayed":0,"recovered":true,"epoch":7}', Joined("r", 0, True, None, None)),
         ('{"type":"published","room":"r","id":"1-0","client_id":"c","duplicate":true}',
          Published("r", "1-0", "c", True)),
         ('{"type":"error","code":"forbidden","reason":"no","ref":"r"}', ErrorReply("forbidden", "no", "r")),
@@ -138,8 +143,9 @@ def msg(id_: str, room: str = "r") -> Message:
     return Message(room, id_, "u", f"body {id_}", int(id_.split("-")[0]))
 
 
-def joined(room: str = "r", recovered: bool = True, last_id: str | None = None, replayed: int = 0) -> Joined:
-    return Joined(room, replayed, recovered, last_id)
+def joined(room: str = "r", recovered: bool = True, last_id: str | None = None, replayed: int = 0,
+           epoch: str | None = None) -> Joined:
+    return Joined(room, replayed, recovered, last_id, epoch)
 
 
 def drain(d: Delivery) -> list[Any]:
@@ -214,6 +220,89 @@ def test_replay_is_held_until_joined_and_a_gap_goes_before_it() -> None:
     items = drain(d)
     assert items[0] == Gap("r", "1-0")
     assert [m.id for m in items[1:]] == ["50-0", "51-0"]
+
+
+@pytest.mark.parametrize(
+    ("since", "epoch", "frame"),
+    [
+        ("5-0", "e1", {"type": "join", "room": "r", "since": "5-0", "epoch": "e1"}),
+        ("0", "e1", {"type": "join", "room": "r", "since": "0", "epoch": "e1"}),
+        ("$", "e1", {"type": "join", "room": "r", "since": "$"}),
+        (None, "e1", {"type": "join", "room": "r"}),
+        ("5-0", None, {"type": "join", "room": "r", "since": "5-0"}),
+    ],
+)
+def test_the_epoch_goes_with_an_id_only(since: str | None, epoch: str | None, frame: dict[str, Any]) -> None:
+    d = Delivery(10)
+    d.connected()
+    assert d.join("r", since, epoch) == [frame]
+
+
+def test_the_epoch_of_the_last_joined_goes_back_with_the_resume_point() -> None:
+    d = Delivery(10)
+    d.connected()
+    d.join("r", "0")
+    d.on_message(msg("1-0"))
+    d.on_joined(joined(last_id="1-0", replayed=1, epoch="e1"))
+    assert d.epoch("r") == "e1"
+    d.on_message(msg("2-0"))
+    d.disconnected()
+    assert d.connected() == [{"type": "join", "room": "r", "since": "2-0", "epoch": "e1"}]
+    # The stream was lost and recreated: a Gap, then the new incarnation.
+    d.on_message(msg("9-0"))
+    assert d.on_joined(joined(recovered=False, last_id="9-0", replayed=1, epoch="e2"))
+    assert drain(d) == [msg("1-0"), msg("2-0"), Gap("r", "2-0"), msg("9-0")]
+    assert (d.position("r"), d.epoch("r")) == ("9-0", "e2")
+    d.disconnected()
+    assert d.connected() == [{"type": "join", "room": "r", "since": "9-0", "epoch": "e2"}]
+
+
+def test_a_new_incarnation_received_live_is_not_yielded_again() -> None:
+    """Live across the loss, the client already has the new entries; the
+    rejoin with the old epoch replays the whole incarnation."""
+    d = Delivery(10)
+    d.connected()
+    d.join("r", "$")
+    d.on_joined(joined(last_id="5-0", epoch="e1"))
+    for id_ in ["5-1", "20-0", "21-0"]:  # 20-0 and 21-0: the recreated stream
+        d.on_message(msg(id_))
+    d.disconnected()
+    assert d.connected() == [{"type": "join", "room": "r", "since": "21-0", "epoch": "e1"}]
+    for id_ in ["20-0", "21-0", "22-0"]:
+        d.on_message(msg(id_))
+    d.on_joined(joined(recovered=False, last_id="22-0", replayed=3, epoch="e2"))
+    assert drain(d) == [msg("5-1"), msg("20-0"), msg("21-0"), Gap("r", "21-0"), msg("22-0")]
+
+
+def test_a_position_beyond_the_stream_gives_way_to_the_servers() -> None:
+    """An id erased by a failover: the server joins live at its own last id,
+    and the entries after it must not be taken for duplicates."""
+    d = live(last_id="9-0")
+    d.on_message(msg("10-0"))
+    d.disconnected()
+    d.connected()
+    d.on_joined(joined(recovered=False, last_id="9-5"))
+    d.on_message(msg("9-6"))
+    assert drain(d) == [msg("10-0"), Gap("r", "10-0"), msg("9-6")]
+    assert d.position("r") == "9-6"
+
+
+def test_a_room_whose_stream_is_gone_forgets_its_epoch() -> None:
+    d = Delivery(10)
+    d.connected()
+    d.join("r", "$")
+    d.on_joined(joined(last_id="5-0", epoch="e1"))
+    d.disconnected()
+    assert d.connected() == [{"type": "join", "room": "r", "since": "5-0", "epoch": "e1"}]
+    d.on_joined(joined(recovered=False, last_id="0-0", epoch=None))
+    d.disconnected()
+    assert d.connected() == [{"type": "join", "room": "r", "since": "0-0"}]
+
+
+@pytest.mark.parametrize("epoch", ["", "a b", "x" * 65, 5])
+def test_a_malformed_epoch_is_refused_before_sending(epoch: Any) -> None:
+    with pytest.raises(ValueError):
+        check_epoch(epoch)
 
 
 def test_a_gap_is_not_repeated_while_no_message_followed_it() -> None:

@@ -65,6 +65,8 @@ export interface ClientOptions {
 export interface JoinOptions {
   /** "$": only new messages; "0": everything retained; an id: everything after it. */
   since?: '$' | '0' | MessageId;
+  /** The epoch `joined` gave with that id (see `epoch(room)`), if kept by the application. */
+  epoch?: string;
 }
 
 export interface LeaveOptions {
@@ -94,10 +96,13 @@ export interface JoinedDetail {
   replayed: number;
   /** Of those, how many were new to this client and delivered. */
   delivered: number;
-  /** False when messages after the resume point were trimmed away. */
+  /** False when messages after the resume point were lost for good: trimmed
+   *  away, erased by a failover, or the room's stream lost and recreated. */
   recovered: boolean;
   /** The room position after the join (the resume point). */
   lastId: MessageId | null;
+  /** The incarnation of the room's stream `lastId` belongs to; null while the room has no stream. */
+  epoch: string | null;
   /** True when this is a re-join after a reconnect. */
   rejoin: boolean;
 }
@@ -181,6 +186,8 @@ export class StreamgateClient extends EventTarget {
 
   /** Last delivered id of `room` (or its join position), null if none. */
   lastId(room: string): MessageId | null;
+  /** The epoch of the room's stream that `lastId(room)` belongs to, null if none. */
+  epoch(room: string): string | null;
 
   connect(): this;
   retryNow(): void;

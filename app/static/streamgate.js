@@ -13,16 +13,20 @@
 // - across reconnects (to any instance) and page reloads, it resumes from the
 //   last delivered id, kept in localStorage under the user and the room; for a
 //   room where nothing arrived yet, from the position the server reported in
-//   `joined.last_id`;
+//   `joined.last_id`; with the id it keeps the room stream's epoch from
+//   `joined.epoch` and sends it back, so that a room whose stream was lost and
+//   recreated (ids alone cannot show it) is reported as a gap;
 // - a publish resolves with the message id exactly once; it is resent with the
 //   same client_id after a reconnect or an `unavailable` answer, so the server
 //   stores it at most once.
-// When the server says history was trimmed before it could be replayed
-// (`recovered: false`), a `gap` event tells the application.
+// When the server says messages were lost before they could be replayed
+// (`recovered: false`: trimmed, erased by a failover, or the stream lost and
+// recreated), a `gap` event tells the application.
 
 const ROOM_RE = /^(?:[A-Za-z0-9_.:-]{1,128}|@all|@[A-Za-z0-9_.:-]{1,64})$/;
 const USER_RE = /^[A-Za-z0-9_.:-]{1,64}$/;
 const ID_RE = /^(\d{1,20})(?:-(\d{1,20}))?$/;
+const EPOCH_RE = /^[\x21-\x7e]{1,64}$/;
 
 const DEFAULTS = Object.freeze({
   path: '/ws',
@@ -207,7 +211,14 @@ export class StreamgateClient extends EventTarget {
   lastId(room) {
     const r = this.#rooms.get(room);
     if (r) return r.last;
-    return this.#user ? this.#loadLast(this.#user, room) : null;
+    return this.#user ? this.#loadPoint(this.#user, room).last : null;
+  }
+
+  /** The epoch of the room's stream that `lastId(room)` belongs to, or null. */
+  epoch(room) {
+    const r = this.#rooms.get(room);
+    if (r) return r.epoch;
+    return this.#user ? this.#loadPoint(this.#user, room).epoch : null;
   }
 
   /** Register `fn(detail)` for `type`; returns a function that unregisters it. */
@@ -270,16 +281,20 @@ export class StreamgateClient extends EventTarget {
   /**
    * Join `room`. Without `since` it resumes after the last delivered id (kept
    * across reloads), or, for a room never seen, from the server's ack cursor,
-   * else from now. `since` ("$", "0" or an id) starts over from there instead.
+   * else from now. `since` ("$", "0" or an id) starts over from there instead;
+   * `epoch` is the one `joined` gave with that id, if the application kept it.
    * Resolves with the `joined` details; rejects when the server refuses.
    */
-  join(room, { since } = {}) {
+  join(room, { since, epoch } = {}) {
     if (typeof room !== 'string' || !ROOM_RE.test(room) || (room.startsWith('@') && room.slice(1) === '')) {
       return Promise.reject(new StreamgateError('invalid_room', 'invalid room name', room));
     }
     if (this.#stopped && this.#closedOnce) return Promise.reject(new StreamgateError('closed', 'the client was closed', room));
     if (since != null && since !== '$' && !isId(since)) {
       return Promise.reject(new StreamgateError('bad_frame', 'since must be "$", "0" or a message id', room));
+    }
+    if (epoch != null && (typeof epoch !== 'string' || !EPOCH_RE.test(epoch))) {
+      return Promise.reject(new StreamgateError('bad_frame', 'epoch must be the one a joined event gave', room));
     }
     let r = this.#rooms.get(room);
     if (r && since == null) {
@@ -288,7 +303,7 @@ export class StreamgateClient extends EventTarget {
     }
     if (!r) {
       r = {
-        name: room, last: null, since: undefined, loadedFor: null, joined: false, sent: false,
+        name: room, last: null, epoch: null, since: undefined, loadedFor: null, joined: false, sent: false,
         delivered: 0, everJoined: false, info: null, waiters: [], retryTimer: null, retries: 0, restart: false,
       };
       this.#rooms.set(room, r);
@@ -297,6 +312,7 @@ export class StreamgateClient extends EventTarget {
       // Starting over: forget the dedupe position, the replay sets it again.
       r.since = since;
       r.last = since === '$' || since === '0' ? null : since;
+      r.epoch = epoch ?? null;
       r.loadedFor = this.#user;
       r.restart = true;
     }
@@ -586,7 +602,7 @@ export class StreamgateClient extends EventTarget {
     const reconnect = this.#everOpen;
     if (typeof f.user === 'string' && f.user !== this.#user) {
       // Another identity (a token for someone else): resume points belong to users.
-      if (this.#user != null) for (const r of this.#rooms.values()) if (r.since === undefined) { r.last = null; r.loadedFor = null; }
+      if (this.#user != null) for (const r of this.#rooms.values()) if (r.since === undefined) { r.last = null; r.epoch = null; r.loadedFor = null; }
       this.#user = f.user;
     }
     this.#instance = typeof f.instance === 'string' ? f.instance : null;
@@ -605,15 +621,23 @@ export class StreamgateClient extends EventTarget {
   #sendJoin(r) {
     if (r.loadedFor !== this.#user && r.since === undefined) {
       r.loadedFor = this.#user;
-      const stored = this.#loadLast(this.#user, r.name);
-      if (stored && (r.last == null || compareIds(stored, r.last) > 0)) r.last = stored;
+      const stored = this.#loadPoint(this.#user, r.name);
+      if (stored.last && (r.last == null || compareIds(stored.last, r.last) > 0)) {
+        r.last = stored.last;
+        r.epoch = stored.epoch;
+      }
     }
     r.joined = false;
     r.sent = true;
     r.delivered = 0;
     // After part of a replay, resume from what arrived rather than from the start again.
     const since = r.last ?? r.since;
-    this.#send(since != null ? { type: 'join', room: r.name, since } : { type: 'join', room: r.name });
+    const frame = { type: 'join', room: r.name };
+    if (since != null) {
+      frame.since = since;
+      if (since !== '$' && r.epoch) frame.epoch = r.epoch;
+    }
+    this.#send(frame);
   }
 
   #onMessage(f) {
@@ -637,13 +661,16 @@ export class StreamgateClient extends EventTarget {
       // gap the stream's truth (an id beyond it was erased by a failover).
       r.last = f.last_id;
     }
+    // The incarnation of the room's stream this position belongs to (null:
+    // the room has no stream yet, or the server predates epochs).
+    r.epoch = typeof f.epoch === 'string' && EPOCH_RE.test(f.epoch) ? f.epoch : null;
     r.since = undefined;
     r.joined = true;
     r.retries = 0;
     this.#storeLast(r, !recovered || r.restart);
     r.restart = false;
     const replayed = Number.isInteger(f.replayed) ? f.replayed : r.delivered;
-    r.info = { room: r.name, replayed, delivered: r.delivered, recovered, lastId: r.last, rejoin: r.everJoined };
+    r.info = { room: r.name, replayed, delivered: r.delivered, recovered, lastId: r.last, epoch: r.epoch, rejoin: r.everJoined };
     r.everJoined = true;
     for (const w of r.waiters.splice(0)) w.resolve(r.info);
     this.#emit('joined', r.info);
@@ -722,19 +749,26 @@ export class StreamgateClient extends EventTarget {
 
   // ---- resume points in storage ------------------------------------------------
   // Key: prefix + user + "/" + room. "/" occurs in neither, so keys never collide.
+  // Value: the id, or {"last": id, "epoch": e} once the server named an epoch
+  // (one value, so a position is never paired with another page's epoch).
 
   #key(user, room) {
     return `${this.#o.storagePrefix}${user}/${room}`;
   }
 
-  #loadLast(user, room) {
-    if (!this.#storage || !user) return null;
+  #loadPoint(user, room) {
+    const none = { last: null, epoch: null };
+    if (!this.#storage || !user) return none;
     try {
       let v = this.#storage.getItem(this.#key(user, room));
-      if (v && v.startsWith('"')) v = JSON.parse(v);
-      return isId(v) ? v : null;
+      if (v && (v.startsWith('"') || v.startsWith('{'))) v = JSON.parse(v);
+      if (isId(v)) return { last: v, epoch: null };
+      if (v && typeof v === 'object' && isId(v.last)) {
+        return { last: v.last, epoch: typeof v.epoch === 'string' && EPOCH_RE.test(v.epoch) ? v.epoch : null };
+      }
+      return none;
     } catch {
-      return null;
+      return none;
     }
   }
 
@@ -744,10 +778,13 @@ export class StreamgateClient extends EventTarget {
     if (!this.#storage || !this.#user || r.last == null) return;
     try {
       if (!force) {
-        const stored = this.#loadLast(this.#user, r.name);
-        if (stored && compareIds(stored, r.last) >= 0) return;
+        const stored = this.#loadPoint(this.#user, r.name);
+        // Never back; the same id again only to record the epoch it belongs to.
+        const order = stored.last ? compareIds(stored.last, r.last) : -1;
+        if (order > 0 || (order === 0 && stored.epoch === r.epoch)) return;
       }
-      this.#storage.setItem(this.#key(this.#user, r.name), r.last);
+      const value = r.epoch ? JSON.stringify({ last: r.last, epoch: r.epoch }) : r.last;
+      this.#storage.setItem(this.#key(this.#user, r.name), value);
     } catch { /* storage full or disabled: resume from memory only */ }
   }
 

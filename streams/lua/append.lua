@@ -1,9 +1,11 @@
 -- Append one message to a room, atomically.
 --
 -- KEYS[1] room stream            KEYS[2] idempotency key for (sender, client_id)
+-- KEYS[3] epoch record (hash)   KEYS[4] confirmed watermark (replica mode)
 -- ARGV[1] MAXLEN (approximate)   ARGV[2] sender
 -- ARGV[3] body (JSON text)       ARGV[4] client_id ('' = none)
 -- ARGV[5] idempotency TTL (s)    ARGV[6] Pub/Sub channel ('' = do not notify)
+-- ARGV[7] a fresh random epoch token (Lua's random is deterministic)
 --
 -- Returns {id, duplicate (0/1), prev}. `prev` is the id of the entry stored
 -- just before this one ('0-0' for the first), so that every receiver of the
@@ -12,6 +14,11 @@
 -- Redis 7 has no idempotent XADD, so the script records the client_id itself,
 -- in the same atomic step as the append: a publish whose reply was lost and
 -- that is retried finds the record and stores nothing new.
+--
+-- The entry that creates the stream also creates a fresh epoch record (any
+-- older one belongs to a lost incarnation and is overwritten, never reused),
+-- so a reader can tell a recreated stream from the one it read before. In
+-- replica mode the WAIT that follows on the same connection covers it.
 local cid = ARGV[4]
 if cid ~= '' then
   local seen = redis.call('GET', KEYS[2])
@@ -23,6 +30,7 @@ if cid ~= '' then
   end
 end
 
+local fresh = redis.call('EXISTS', KEYS[1]) == 0
 local prev = '0-0'
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 if #last > 0 then
@@ -37,6 +45,13 @@ if cid ~= '' then
 else
   id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
                   'u', ARGV[2], 'b', ARGV[3])
+end
+
+if fresh then
+  redis.call('DEL', KEYS[3], KEYS[4])  -- a lost incarnation's watermark too
+  redis.call('HSET', KEYS[3], 'token', ARGV[7], 'born', id)
+elseif redis.call('EXISTS', KEYS[3]) == 0 then
+  redis.call('HSET', KEYS[3], 'token', ARGV[7], 'born', '0-0')  -- older than epochs
 end
 
 if ARGV[6] ~= '' then

@@ -184,6 +184,57 @@ test('explicit since starts over; a gap is reported and the server position adop
   c.close();
 });
 
+test('the epoch from joined is kept with the resume point and sent back with since', async () => {
+  const storage = new MemoryStorage();
+  let { c, seen } = make({ storage });
+  let ws = await connected(c);
+  c.join('e');
+  await until(() => ws.frames('join').length, 'join');
+  ws.push({ type: 'joined', room: 'e', replayed: 0, recovered: true, last_id: '10-0', epoch: 'E1' });
+  assert.equal(c.epoch('e'), 'E1');
+  assert.equal(seen.joined.at(-1).epoch, 'E1');
+  assert.deepEqual(JSON.parse(storage.getItem('streamgate:last/alice/e')), { last: '10-0', epoch: 'E1' });
+  ws.push({ type: 'message', room: 'e', id: '11-0', from: 'x', body: 1, ts: 1 });
+  ws.drop(1006);
+  ws = await connected(c, 2);
+  assert.deepEqual(ws.frames('join'), [{ type: 'join', room: 'e', since: '11-0', epoch: 'E1' }]);
+  // the stream was lost and recreated: the whole new incarnation, a gap, the new epoch
+  ws.push({ type: 'message', room: 'e', id: '50-0', from: 'x', body: 2, ts: 1 });
+  ws.push({ type: 'joined', room: 'e', replayed: 1, recovered: false, last_id: '50-0', epoch: 'E2' });
+  assert.deepEqual(seen.message.map((m) => m.id), ['11-0', '50-0']);
+  assert.deepEqual(seen.gap, [{ room: 'e', recovered: false, lastId: '50-0' }]);
+  assert.deepEqual(JSON.parse(storage.getItem('streamgate:last/alice/e')), { last: '50-0', epoch: 'E2' });
+  c.close();
+
+  // a reload resumes with both
+  ({ c } = make({ storage }));
+  assert.equal(c.epoch('e'), 'E2');
+  c.join('e').catch(() => {});
+  ws = await connected(c);
+  assert.deepEqual(ws.frames('join'), [{ type: 'join', room: 'e', since: '50-0', epoch: 'E2' }]);
+  // a room without a stream has no epoch: none is sent afterwards
+  ws.push({ type: 'joined', room: 'e', replayed: 0, recovered: false, last_id: '0-0', epoch: null });
+  assert.equal(c.epoch('e'), null);
+  assert.equal(storage.getItem('streamgate:last/alice/e'), '0-0');
+  c.close();
+});
+
+test('an explicit since takes the epoch the application kept; "$" sends none', async () => {
+  const { c } = make();
+  const ws = await connected(c);
+  const pending = [c.join('a', { since: '7-0', epoch: 'E9' }), c.join('b', { since: '$', epoch: 'E9' })];
+  await until(() => ws.frames('join').length === 2, 'joins');
+  assert.deepEqual(ws.frames('join'), [
+    { type: 'join', room: 'a', since: '7-0', epoch: 'E9' },
+    { type: 'join', room: 'b', since: '$' },
+  ]);
+  for (const epoch of ['', 'a b', 'x'.repeat(65), 5]) {
+    await assert.rejects(c.join('c', { since: '1-0', epoch }), (e) => e.code === 'bad_frame');
+  }
+  c.close();
+  for (const p of pending) await assert.rejects(p, (e) => e.code === 'closed');
+});
+
 // ---- publishing ------------------------------------------------------------------------
 
 test('publish is resent with the same client_id after a drop and on unavailable', async () => {

@@ -264,12 +264,15 @@ class WsClient:
         return await self.request({"type": "ping"}, "pong", timeout)
 
     async def join(
-        self, room: str, since: str | None = MISSING, timeout: float = DEFAULT_TIMEOUT
+        self, room: str, since: str | None = MISSING, timeout: float = DEFAULT_TIMEOUT,
+        epoch: str | None = MISSING,
     ) -> tuple[list[Frame], Frame]:
         """Join `room`; return the replayed `message` frames and the `joined` frame."""
         frame: Frame = {"type": "join", "room": room}
         if since is not MISSING:
             frame["since"] = since
+        if epoch is not MISSING:
+            frame["epoch"] = epoch
         await self.send(frame)
         replay: list[Frame] = []
         deadline = time.monotonic() + scaled(timeout)

@@ -38,6 +38,7 @@ def room_keys(keys: Keys, room: str) -> dict[str, str]:
         "cursor": keys.cursor(room),
         "members": keys.members(room),
         "confirmed": keys.confirmed(room),
+        "epoch": keys.epoch(room),
         "channel": keys.channel(room),
     }
 
@@ -65,6 +66,7 @@ def test_default_layout() -> None:
     assert k.cursor("lobby") == "sg:{lobby}:cursor"
     assert k.members("lobby") == "sg:{lobby}:members"
     assert k.confirmed("lobby") == "sg:{lobby}:confirmed"
+    assert k.epoch("lobby") == "sg:{lobby}:epoch"
     assert k.channel("lobby") == "sg:{lobby}:live"
     assert k.presence() == "sg:presence"
     assert k.canary("i-1") == "sg:canary:i-1"

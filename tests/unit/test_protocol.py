@@ -146,6 +146,10 @@ def test_unknown_type(kind: str) -> None:
         ({"type": "join", "room": "lobby", "since": "1700000000000"}, Join("lobby", "1700000000000")),
         ({"type": "join", "room": "@all"}, Join("@all", None)),
         ({"type": "join", "room": "@alice", "since": "$"}, Join("@alice", "$")),
+        ({"type": "join", "room": "lobby", "since": "5-1", "epoch": "0f3a9c"}, Join("lobby", "5-1", "0f3a9c")),
+        ({"type": "join", "room": "lobby", "since": "5-1", "epoch": None}, Join("lobby", "5-1")),
+        ({"type": "join", "room": "lobby", "epoch": "e" * 64}, Join("lobby", None, "e" * 64)),
+        ({"type": "join", "room": "lobby", "since": "0", "epoch": "!~"}, Join("lobby", "0", "!~")),
         ({"type": "leave", "room": "lobby"}, Leave("lobby")),
         ({"type": "leave", "room": "@all"}, Leave("@all")),
         ({"type": "ack", "room": "lobby", "id": "5-1"}, Ack("lobby", "5-1")),
@@ -206,6 +210,15 @@ def test_invalid_room_ref_is_truncated() -> None:
 )
 def test_join_bad_since(since: object) -> None:
     err = error_of(dumps({"type": "join", "room": "lobby", "since": since}))
+    assert err.code == "bad_frame"
+    assert err.ref == "lobby"
+
+
+@pytest.mark.parametrize(
+    "epoch", ["", " ", "a b", "e" * 65, "\u00e9", "tab\t", "nl\n", 0, 1.5, True, [], {"e": 1}]
+)
+def test_join_bad_epoch(epoch: object) -> None:
+    err = error_of(dumps({"type": "join", "room": "lobby", "since": "5-0", "epoch": epoch}))
     assert err.code == "bad_frame"
     assert err.ref == "lobby"
 
@@ -401,9 +414,14 @@ def test_welcome_frame() -> None:
 
 @pytest.mark.parametrize("recovered", [True, False])
 def test_joined_frame(recovered: bool) -> None:
-    frame = json.loads(p.joined_frame("lobby", 3, recovered, "5-0"))
+    frame = json.loads(p.joined_frame("lobby", 3, recovered, "5-0", epoch="e1"))
     # last_id is an optional addition to the v1 contract
-    assert frame == {"type": "joined", "room": "lobby", "replayed": 3, "recovered": recovered, "last_id": "5-0"}
+    assert frame == {"type": "joined", "room": "lobby", "replayed": 3, "recovered": recovered,
+                     "last_id": "5-0", "epoch": "e1"}
+
+
+def test_joined_frame_of_a_room_without_a_stream_has_a_null_epoch() -> None:
+    assert json.loads(p.joined_frame("lobby", 0, True, "0-0"))["epoch"] is None
 
 
 def test_left_frame() -> None:
