@@ -16,7 +16,8 @@ Contract:
 Replica durability (``replica_acks`` set): an append is confirmed only when
 ``WAIT`` says enough replicas have it. WAIT cannot run inside a script, so
 the order is append (no notification), WAIT on the same connection, then
-``confirm``: move the room's watermark forward and notify. Entries past the
+``confirm``: move the room's watermark forward, WAIT again (so the watermark
+a reader stops at survives a failover too), and notify. Entries past the
 watermark may still vanish in a failover, so every read stops at it: no
 client is ever handed an entry that a failover can erase.
 """
@@ -124,8 +125,15 @@ class RoomLog:
                 (sid, dup, prev), acked = await pipe.execute()
             if int(acked) < acks.replicas:
                 raise NotConfirmed(f"{acked} of {acks.replicas} replicas acknowledged")
-            await self._confirm(keys=[k.log(room), k.confirmed(room)],
-                                args=[_s(sid), k.channel(room)])
+            confirm_keys = [k.log(room), k.confirmed(room)]
+            async with self._redis.pipeline(transaction=False) as pipe:
+                await self._confirm(keys=confirm_keys, args=[_s(sid), "", "set"], client=pipe)
+                pipe.execute_command("WAIT", acks.replicas, acks.timeout_ms)
+                await self._confirm(keys=confirm_keys, args=[_s(sid), k.channel(room), "announce"],
+                                    client=pipe)
+                _, acked, _ = await pipe.execute()
+            if int(acked) < acks.replicas:
+                raise NotConfirmed(f"watermark: {acked} of {acks.replicas} replicas acknowledged")
             return Appended(_s(sid), bool(int(dup)), _s(prev))
 
         return await self._retry(call)

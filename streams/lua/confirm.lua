@@ -1,7 +1,13 @@
--- Mark an entry as confirmed by replicas, then announce it (replica mode).
+-- Mark an entry as confirmed by replicas, or announce it (replica mode).
 --
 -- KEYS[1] room stream   KEYS[2] confirmed watermark
--- ARGV[1] entry id      ARGV[2] Pub/Sub channel
+-- ARGV[1] entry id      ARGV[2] Pub/Sub channel   ARGV[3] 'set' or 'announce'
+--
+-- The two steps run in one pipeline with a WAIT between them, so the
+-- watermark has reached the replicas before anyone is told of the entry:
+-- after a failover, an entry that was delivered is still readable. 'announce'
+-- publishes only while the watermark is still this entry's id; an entry whose
+-- confirmation was overtaken is announced through its successor's `prev`.
 --
 -- Replication is in order, so once an entry is confirmed everything before
 -- it is too: the watermark only moves forward, and readers never read past
@@ -15,10 +21,16 @@ local function newer(a, b)
 end
 
 local current = redis.call('GET', KEYS[2])
-if current and not newer(ARGV[1], current) then
+if ARGV[3] == 'set' then
+  if current and not newer(ARGV[1], current) then
+    return 0
+  end
+  redis.call('SET', KEYS[2], ARGV[1])
+  return 1
+end
+if current ~= ARGV[1] then
   return 0
 end
-redis.call('SET', KEYS[2], ARGV[1])
 
 local rows = redis.call('XREVRANGE', KEYS[1], ARGV[1], '-', 'COUNT', 2)
 if #rows == 0 or rows[1][1] ~= ARGV[1] then
