@@ -120,13 +120,21 @@ class Outbox:
         self._ready.set()
         return True
 
-    async def put(self, frame: str) -> None:
-        """Queue a message frame, waiting for room (used by catch-up)."""
+    async def put(self, frame: str | bytes, still_wanted: Callable[[], bool]) -> bool:
+        """Queue a message frame or a page, waiting for room (used by catch-up).
+
+        Once there is room, ``still_wanted()`` decides, with no ``await``
+        between that check and the queueing: False drops the item and
+        returns False (a room left, or joined again, while the page waited
+        must not reach the socket after the ``left`` or the new ``joined``)."""
         while len(self._queue) >= self._limit:
             self._space.clear()
             await self._space.wait()
+        if not still_wanted():
+            return False
         self._queue.append(frame)
         self._ready.set()
+        return True
 
     async def flushed(self, timeout_s: float) -> bool:
         """Wait until everything queued was written (or the timeout)."""

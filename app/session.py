@@ -190,8 +190,12 @@ class Session:
                 # failover. The stream is the truth; go live from here.
                 self._go_live(feed)
                 return
+            # The room may be left or joined again while put waits: it checks,
+            # with no await before queueing, that this feed is still current.
+            wanted = lambda: self.feeds.get(room) is feed  # noqa: E731
             if self.outbox.raw is not None:
-                await self.outbox.put(blob)  # the whole page in one write
+                if not await self.outbox.put(blob, wanted):  # the whole page in one write
+                    return
                 self._sent["message"] += len(page)
                 feed.last = page[-1].key
                 if feed.joining:
@@ -200,7 +204,8 @@ class Session:
             for env in page:
                 if env.key <= feed.last:
                     continue
-                await self.outbox.put(message_frame(env))
+                if not await self.outbox.put(message_frame(env), wanted):
+                    return
                 self._sent["message"] += 1
                 feed.last = env.key
                 if feed.joining:

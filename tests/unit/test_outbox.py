@@ -90,7 +90,7 @@ async def test_writer_sends_in_order_and_waits_when_empty() -> None:
         await idle()
         assert not task.done()  # an empty queue is not an error
         box.offer("d")
-        await box.put("e")
+        assert await box.put("e", lambda: True)
         await until(lambda: len(sock.frames) == 5)
     assert sock.frames == ["a", "b", "c", "d", "e"]
     assert box.sent == 5
@@ -114,8 +114,8 @@ async def test_put_waits_for_space_and_resumes_when_the_writer_drains() -> None:
     sock = Socket()
     box = Outbox(sock.send, limit=8, stall_timeout_s=WAIT)
     for i in range(8):
-        await box.put(f"m{i}")  # room left: returns at once
-    putter = asyncio.create_task(box.put("late"))
+        assert await box.put(f"m{i}", lambda: True)  # room left: returns at once
+    putter = asyncio.create_task(box.put("late", lambda: True))
     await idle()
     assert not putter.done()
     assert len(box) == 8
@@ -136,7 +136,7 @@ async def test_put_waits_again_until_drained_to_half() -> None:
     box = Outbox(sock.send, limit=8, stall_timeout_s=WAIT)
     for i in range(8):
         box.offer(f"m{i}")
-    putter = asyncio.create_task(box.put("late"))
+    putter = asyncio.create_task(box.put("late", lambda: True))
     sent_when_released: list[int] = []
     putter.add_done_callback(lambda _: sent_when_released.append(len(sock.frames)))
     async with writing(box):
@@ -153,7 +153,7 @@ async def test_several_putters_all_resume(waiters: int) -> None:
     box = Outbox(sock.send, limit=4, stall_timeout_s=WAIT)
     for i in range(4):
         box.offer(f"m{i}")
-    putters = [asyncio.create_task(box.put(f"p{i}")) for i in range(waiters)]
+    putters = [asyncio.create_task(box.put(f"p{i}", lambda: True)) for i in range(waiters)]
     await idle()
     assert not any(t.done() for t in putters)
     async with writing(box):
@@ -202,3 +202,27 @@ async def test_send_errors_propagate() -> None:
     async with asyncio.timeout(WAIT):
         with pytest.raises(ConnectionResetError):
             await box.run()
+
+
+async def test_put_asks_whether_still_wanted_only_once_there_is_room() -> None:
+    sock = Socket()
+    box = Outbox(sock.send, limit=2, stall_timeout_s=WAIT)
+    box.offer("m0")
+    box.offer("m1")
+    wanted = [True]
+    asked: list[int] = []
+
+    def still_wanted() -> bool:
+        asked.append(len(box))
+        return wanted[0]
+
+    putter = asyncio.create_task(box.put("stale", still_wanted))
+    await idle()
+    assert not putter.done() and asked == []
+    box.push("left")  # the room is left while the put waits
+    wanted[0] = False
+    async with writing(box):
+        async with asyncio.timeout(WAIT):
+            assert await putter is False
+        await until(lambda: len(sock.frames) == 3)
+    assert asked and sock.frames == ["m0", "m1", "left"]
