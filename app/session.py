@@ -35,7 +35,7 @@ from streams.retry import StorageUnavailable
 from .auth import Principal
 from .hub import Hub
 from .outbox import Outbox, Signal, TooSlow
-from .protocol import joined_frame, message_frame
+from .protocol import joined_frame
 
 log = logging.getLogger("streamgate.session")
 
@@ -172,13 +172,15 @@ class Session:
             if feed.last >= self._hub.head(room):
                 self._go_live(feed)
                 return
+            # Hold one page at a time, not a second: wait for room before reading.
+            await self.outbox.room(self.outbox.page_bytes)
             try:
                 # Entries trimmed after what this socket was sent would be a
                 # silent gap: close instead, and the client resumes knowing.
                 trimmed = parse_id((await self._log.bounds(room)).trim_mark)
                 if trimmed > max(feed.last, feed.floor):
                     raise FellBehind(room)
-                page, blob = await self._hub.replay_page(room, feed.last, CATCH_UP_PAGE)
+                page = await self._hub.replay_page(room, feed.last, CATCH_UP_PAGE, self.outbox.page_bytes)
             except StorageUnavailable:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
@@ -194,22 +196,17 @@ class Session:
             # with no await before queueing, that this feed is still current.
             wanted = lambda: self.feeds.get(room) is feed  # noqa: E731
             if self.outbox.raw is not None:
-                if not await self.outbox.put(blob, wanted):  # the whole page in one write
+                if not await self.outbox.put(page, wanted):  # the whole page, a slice at a time
                     return
-                self._sent["message"] += len(page)
-                feed.last = page[-1].key
-                if feed.joining:
-                    feed.replayed += len(page)
-                continue
-            for env in page:
-                if env.key <= feed.last:
-                    continue
-                if not await self.outbox.put(message_frame(env), wanted):
-                    return
-                self._sent["message"] += 1
-                feed.last = env.key
-                if feed.joining:
-                    feed.replayed += 1
+            else:
+                for text in page.texts():
+                    if not await self.outbox.put(text, wanted):
+                        return
+            self._sent["message"] += len(page)
+            feed.last = page.last
+            if feed.joining:
+                feed.replayed += len(page)
+            del page  # held by the outbox now, and only while it still has to write it
 
     def _go_live(self, feed: Feed) -> None:
         feed.live = True
