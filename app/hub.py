@@ -37,8 +37,9 @@ log = logging.getLogger("streamgate.hub")
 
 FILL_PAGE = 500
 # Bytes of replay pages kept, beyond those some socket still holds, once more
-# than one session asked for them (a reconnect storm replays the same stretch
-# to many sockets, not all at the same moment).
+# than one session asked for them or read in a room with several local
+# members (a reconnect storm replays the same stretch to many sockets, not all
+# at the same moment). A lone socket in a room of its own pins nothing.
 PAGE_CACHE_BYTES = 4 * 2**20
 PENDING_LIMIT = 10_000
 
@@ -85,16 +86,19 @@ class Hub:
         self._rooms: dict[str, _Room] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._pages = PageCache(PAGE_CACHE_BYTES)
-        self._reading: dict[tuple[str, StreamId, int, int], asyncio.Future[Page]] = {}
+        self._reading: dict[tuple[str, StreamId, int], asyncio.Future[Page]] = {}
 
     async def replay_page(self, room: str, after: StreamId, count: int, max_bytes: int) -> Page:
         """Up to ``count`` entries after ``after`` as one page of at most
         ``max_bytes`` (but never less than one entry): one Redis read and one
-        encoding per full page however many sessions ask at about the same
-        time (a page that is not full may still grow, so it is not shared)."""
-        r = self._rooms.get(room)
-        n = pages.entries_for(max_bytes, r.entry_bytes if r is not None else 0.0, count)
-        key = (room, after, n, max_bytes)
+        encoding per full page however many sessions ask for it while one of
+        them still holds it, or while it is kept (a page that is not full may
+        still grow, so it is not shared)."""
+        # Any page after ``after`` within the budget will do, whatever count
+        # it was read with: sockets that start with the room's first (small)
+        # page and those that start once its entry size is known then keep
+        # to the same page boundaries and share every page.
+        key = (room, after, max_bytes)
         page = self._pages.get(key)
         if page is not None:
             return page
@@ -104,6 +108,8 @@ class Hub:
             self._pages.keep(key, page)
             return page
         fut = self._reading[key] = asyncio.get_running_loop().create_future()
+        r = self._rooms.get(room)
+        n = pages.entries_for(max_bytes, r.entry_bytes if r is not None else 0.0, count)
         try:
             entries = await self._log.read_after(room, format_id(after), n)
             frames = [wire_text_frame(message_frame(e)) for e in entries]
@@ -121,6 +127,10 @@ class Hub:
         fut.set_result(page)
         if len(entries) == n or page.count < len(entries):
             self._pages.add(key, page)
+            if r is not None and len(r.members) > 1:
+                # Another local member may replay the same stretch a little
+                # later, after this socket has written the page.
+                self._pages.keep(key, page)
         return page
 
     def forget_pages(self) -> None:

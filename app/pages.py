@@ -5,8 +5,7 @@ in the outboxes of every socket replaying the same stretch. Its size is what
 matters for memory, not its entry count, so:
 
 - ``entries_for`` picks how many entries to read for a byte budget from the
-  room's average entry size, rounded down to a few steps per power of two so
-  that sockets replaying the same stretch ask for the same page;
+  room's average entry size (a small first read while it is not known);
 - ``build`` keeps only the entries that fit the budget (never fewer than
   one), and records cut points at frame boundaries so that the writer can
   hand the page to the transport a slice at a time without ever splitting a
@@ -66,9 +65,7 @@ def entries_for(budget: int, entry_bytes: float, most: int) -> int:
     """How many entries to read so that the page fits ``budget`` bytes."""
     if entry_bytes <= 0:
         return max(1, min(most, UNKNOWN_ENTRY_COUNT))
-    n = max(1, min(most, int(budget // entry_bytes)))
-    step = max(1, (1 << (n.bit_length() - 1)) // 4)  # 4 steps per power of two
-    return n // step * step
+    return max(1, min(most, int(budget // entry_bytes)))
 
 
 def build(frames: Sequence[bytes], keys: Sequence[StreamId], budget: int) -> Page:

@@ -23,19 +23,14 @@ def _keys(n: int) -> list[tuple[int, int]]:
     ("budget", "entry_bytes", "most", "expected"),
     [
         (512 * 1024, 0.0, 1000, pages.UNKNOWN_ENTRY_COUNT),  # not known yet: a small first read
-        (512 * 1024, 2100.0, 1000, 224),  # 249 rounded down to a step of 128 / 4
-        (512 * 1024, 10.0, 1000, 896),  # capped by the caller's count, then stepped
+        (512 * 1024, 2100.0, 1000, 249),
+        (512 * 1024, 10.0, 1000, 1000),  # capped by the caller's count
         (1000, 5000.0, 1000, 1),  # never fewer than one entry
         (4096, 1024.0, 1000, 4),
     ],
 )
 def test_entries_for(budget: int, entry_bytes: float, most: int, expected: int) -> None:
     assert pages.entries_for(budget, entry_bytes, most) == expected
-
-
-def test_nearby_averages_ask_for_the_same_count() -> None:
-    counts = {pages.entries_for(512 * 1024, avg, 1000) for avg in (2050.0, 2100.0, 2150.0, 2250.0)}
-    assert counts == {224}
 
 
 def test_build_keeps_the_prefix_that_fits_the_budget() -> None:
