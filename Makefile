@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test fuzz bench cluster cluster-down cluster-status clean
+.PHONY: install run test fuzz bench membench cluster cluster-down cluster-status clean
 
 install: $(STAMP)
 
@@ -41,3 +41,9 @@ clean:
 bench: install
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m ops.bench $(BENCH_ARGS)
+
+# Memory held for sockets that never read (docs/benchmarks.md), about 2 minutes.
+# MEMBENCH_ARGS passes options to ops.membench, e.g. MEMBENCH_ARGS="--phases one".
+membench: install
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python -m ops.membench $(MEMBENCH_ARGS)

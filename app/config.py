@@ -14,6 +14,11 @@ from pathlib import Path
 from streams.connection import DEFAULT_REDIS_URL, RedisSettings
 
 
+# A socket's outbox must hold a frame of the largest body, and half of it a
+# catch-up page of a few entries.
+MIN_OUTBOUND_BYTES = 64 * 1024
+
+
 class ConfigError(ValueError):
     """The configuration cannot work; the instance refuses to start."""
 
@@ -56,6 +61,7 @@ class Settings:
     control_burst: int
     key_prefix: str
     outbound_queue: int
+    outbound_bytes: int
     slow_consumer_timeout_s: float
     retry_budget_s: float
     heartbeat_interval_s: float
@@ -149,6 +155,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         control_burst=num("CONTROL_BURST", 500),
         key_prefix=get("KEY_PREFIX", "sg"),
         outbound_queue=num("OUTBOUND_QUEUE", 1024),
+        outbound_bytes=num("OUTBOUND_BYTES", 1 << 20),
         slow_consumer_timeout_s=num("SLOW_CONSUMER_TIMEOUT", 30, float),
         retry_budget_s=num("RETRY_BUDGET", 10, float),
         heartbeat_interval_s=num("HEARTBEAT_INTERVAL", 20, float),
@@ -163,4 +170,6 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     if settings.control_rate <= 0 or settings.control_burst < 1:
         # Without tokens no socket could ever join a room.
         raise ConfigError("CONTROL_RATE must be > 0 and CONTROL_BURST >= 1")
+    if settings.outbound_bytes < MIN_OUTBOUND_BYTES:
+        raise ConfigError(f"OUTBOUND_BYTES must be >= {MIN_OUTBOUND_BYTES} (64 KiB)")
     return settings

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol
 
@@ -32,14 +31,18 @@ from streams.log import RoomLog
 from streams.model import MAX, ZERO, Envelope, StreamId, format_id, parse_id
 from streams.retry import StorageUnavailable
 
+from . import pages
+from .pages import Page, PageCache
 from .protocol import message_frame, wire_text_frame
 
 log = logging.getLogger("streamgate.hub")
 
 FILL_PAGE = 500
-# Full replay pages kept for sessions catching up from the same point (a
-# reconnect storm replays the same stretch to many sockets).
-PAGE_CACHE = 32
+# Bytes of replay pages kept, beyond those some socket still holds, once more
+# than one session asked for them or read in a room with several local
+# members (a reconnect storm replays the same stretch to many sockets, not all
+# at the same moment). A lone socket in a room of its own pins nothing.
+PAGE_CACHE_BYTES = 4 * 2**20
 # A fill that fails with something other than an outage this many times in a
 # row gives the room up: its members are told they lost entries (they close
 # with 4408 and resume elsewhere) rather than wait for live delivery in vain.
@@ -59,7 +62,7 @@ class Member(Protocol):
 class _Room:
     """A room's members and the asyncio around its pure :class:`RoomChain`."""
 
-    __slots__ = ("name", "members", "chain", "opened", "fill")
+    __slots__ = ("name", "members", "chain", "opened", "fill", "entry_bytes")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -67,6 +70,7 @@ class _Room:
         self.chain = RoomChain()
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.fill: asyncio.Task[None] | None = None
+        self.entry_bytes = 0.0  # average wire size of an entry read for replay
 
     @property
     def closed(self) -> bool:
@@ -88,34 +92,53 @@ class Hub:
         self._on_handover = on_handover
         self._rooms: dict[str, _Room] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._pages: OrderedDict[tuple[str, StreamId, int], asyncio.Future[tuple[list[Envelope], bytes]]] = OrderedDict()
+        self._pages = PageCache(PAGE_CACHE_BYTES)
+        self._reading: dict[tuple[str, StreamId, int], asyncio.Future[Page]] = {}
 
-    async def replay_page(self, room: str, after: StreamId, count: int) -> tuple[list[Envelope], bytes]:
-        """Up to ``count`` entries after ``after`` and their wire frames joined:
-        one Redis read and one encoding per full page however many sessions
-        ask (a page that is not full may still grow, so it is not kept)."""
-        key = (room, after, count)
-        fut = self._pages.get(key)
+    async def replay_page(self, room: str, after: StreamId, count: int, max_bytes: int) -> Page:
+        """Up to ``count`` entries after ``after`` as one page of at most
+        ``max_bytes`` (but never less than one entry): one Redis read and one
+        encoding per full page however many sessions ask for it while one of
+        them still holds it, or while it is kept (a page that is not full may
+        still grow, so it is not shared)."""
+        # Any page after ``after`` within the budget will do, whatever count
+        # it was read with: sockets that start with the room's first (small)
+        # page and those that start once its entry size is known then keep
+        # to the same page boundaries and share every page.
+        key = (room, after, max_bytes)
+        page = self._pages.get(key)
+        if page is not None:
+            return page
+        fut = self._reading.get(key)
         if fut is not None:
-            self._pages.move_to_end(key)
-            return await asyncio.shield(fut)
-        fut = asyncio.get_running_loop().create_future()
-        self._pages[key] = fut
+            page = await asyncio.shield(fut)
+            self._pages.keep(key, page)
+            return page
+        fut = self._reading[key] = asyncio.get_running_loop().create_future()
+        r = self._rooms.get(room)
+        n = pages.entries_for(max_bytes, r.entry_bytes if r is not None else 0.0, count)
         try:
-            page = await self._log.read_after(room, format_id(after), count)
-            blob = b"".join(wire_text_frame(message_frame(e)) for e in page)
+            entries = await self._log.read_after(room, format_id(after), n)
+            frames = [wire_text_frame(message_frame(e)) for e in entries]
+            page = pages.build(frames, [e.key for e in entries], max_bytes)
         except BaseException as exc:
-            self._pages.pop(key, None)
             if not fut.done():
                 fut.set_exception(exc)
                 fut.exception()
             raise
-        fut.set_result((page, blob))
-        if len(page) < count:
-            self._pages.pop(key, None)
-        while len(self._pages) > PAGE_CACHE:
-            self._pages.popitem(last=False)
-        return page, blob
+        finally:
+            del self._reading[key]
+        if frames and r is not None:
+            size = sum(map(len, frames)) / len(frames)
+            r.entry_bytes = size if r.entry_bytes <= 0 else (3 * r.entry_bytes + size) / 4
+        fut.set_result(page)
+        if len(entries) == n or page.count < len(entries):
+            self._pages.add(key, page)
+            if r is not None and len(r.members) > 1:
+                # Another local member may replay the same stretch a little
+                # later, after this socket has written the page.
+                self._pages.keep(key, page)
+        return page
 
     def forget_pages(self) -> None:
         """The master moved: cached pages may hold entries it never had."""

@@ -4,12 +4,26 @@ Why a queue per socket: the fan-out path must never wait on a socket, so it
 only appends to queues (``offer``), and each socket's own writer task does
 the awaiting. A full queue is the signal that the socket is slow: the caller
 then stops feeding it live messages and lets it catch up from the stream at
-its own pace (see :mod:`app.session`), so memory per slow socket stays
-bounded by ``limit`` frames.
+its own pace (see :mod:`app.session`).
+
+The queue is bounded twice: in frames (``limit``) and in bytes
+(``max_bytes``), because one catch-up page of many entries is a single item.
+An item's bytes count from the moment it is queued until the writer has
+handed all of it to the transport and the transport's buffer is back under
+``RAW_HIGH_WATER``; a page goes to the transport a slice at a time (cut at
+frame boundaries), so the transport never holds a whole page. What a socket
+that stops reading holds is therefore at most ``max_bytes`` (one item of any
+size is let in when nothing else is held) plus one slice plus the
+high-water mark.
 
 Control frames (``joined``, ``published``, ``error``, ``pong``) answer the
 client's own requests and may exceed the limit by a small slack; a client
 that fills even that is not reading its answers and gets closed as too slow.
+
+Catch-up queues with ``put``, which waits for room and then, with no
+``await`` in between, asks its caller whether the item is still wanted: a
+room left (or joined again) while the page waited must not reach the
+socket after the ``left`` (or the new ``joined``) frame.
 """
 
 from __future__ import annotations
@@ -18,8 +32,11 @@ import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+from .pages import Page
+
 
 RAW_HIGH_WATER = 64 * 1024
+POLL_S = (0.002, 0.05)  # first and longest pause while a transport's buffer drains
 
 
 class Signal:
@@ -63,13 +80,16 @@ class Outbox:
         limit: int,
         stall_timeout_s: float,
         control_slack: int = 256,
+        max_bytes: int = 1 << 20,
     ) -> None:
         self._send = send
         self._limit = limit
+        self._max_bytes = max_bytes
+        self._bytes = 0  # queued and in flight
         self._low_water = max(1, limit // 2)
         self._hard = limit + control_slack
         self._stall_timeout = stall_timeout_s
-        self._queue: deque[str] = deque()
+        self._queue: deque[str | Page] = deque()
         self._ready = Signal()
         self._space = Signal(True)
         self._drained = Signal()
@@ -94,6 +114,27 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._queue)
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes queued or in flight."""
+        return self._bytes
+
+    @property
+    def page_bytes(self) -> int:
+        """The size a catch-up page should keep to: half the byte bound, so
+        the next page can be read while one is being written."""
+        return self._max_bytes // 2
+
+    def _full(self, nbytes: int) -> bool:
+        if len(self._queue) >= self._limit:
+            return True
+        return self._bytes > 0 and self._bytes + nbytes > self._max_bytes
+
+    def _append(self, item: str | Page, nbytes: int) -> None:
+        self._queue.append(item)
+        self._bytes += nbytes
+        self._ready.set()
+
     def offer(self, frame: str, wire: bytes | None = None) -> bool:
         """Queue a message frame if there is room; never waits. With nothing
         queued or in flight and the transport below its high-water mark, the
@@ -105,10 +146,13 @@ class Outbox:
             raw.write(wire)
             self.sent += 1
             return True
-        if len(self._queue) >= self._limit:
+        n = len(frame)
+        held = self._bytes
+        if len(self._queue) >= self._limit or (held and held + n > self._max_bytes):
             self._space.clear()
             return False
         self._queue.append(frame)
+        self._bytes = held + n
         self._ready.set()
         return True
 
@@ -116,22 +160,26 @@ class Outbox:
         """Queue a control frame; False when even the slack is used up."""
         if len(self._queue) >= self._hard:
             return False
-        self._queue.append(frame)
-        self._ready.set()
+        self._append(frame, len(frame))
         return True
 
-    async def put(self, frame: str | bytes, still_wanted: Callable[[], bool] = lambda: True) -> bool:
-        """Queue a message frame (or a page's bytes), waiting for room (used by
-        catch-up). ``still_wanted`` is asked after the wait, with no await
-        before the append: a frame of a room the socket left meanwhile is
-        dropped (False), never queued after the ``left`` frame."""
-        while len(self._queue) >= self._limit:
+    async def room(self, nbytes: int) -> None:
+        """Wait until an item of ``nbytes`` would be let in."""
+        while self._full(nbytes):
             self._space.clear()
             await self._space.wait()
+
+    async def put(self, item: str | Page, still_wanted: Callable[[], bool]) -> bool:
+        """Queue a message frame or a page, waiting for room (used by catch-up).
+
+        Once there is room, ``still_wanted()`` decides, with no ``await``
+        between that check and the queueing: False drops the item and
+        returns False."""
+        nbytes = len(item) if isinstance(item, str) else item.nbytes
+        await self.room(nbytes)
         if not still_wanted():
             return False
-        self._queue.append(frame)  # type: ignore[arg-type]
-        self._ready.set()
+        self._append(item, nbytes)
         return True
 
     async def flushed(self, timeout_s: float) -> bool:
@@ -155,28 +203,52 @@ class Outbox:
                 self._ready.clear()
                 await self._ready.wait()
                 continue
-            frame = queue.popleft()
+            item = queue.popleft()
             # No timer per send (that would cost more than the send itself on
             # the fan-out path): a watchdog polls stalled() instead.
             self._writing = True
             self._send_started = loop.time()
             try:
-                if isinstance(frame, bytes):
-                    # A whole replay page: one write, then wait (politely
-                    # polling: the transport offers no awaitable) until the
-                    # peer has taken most of it, so one page at a time is
-                    # all a slow socket holds.
-                    raw = self.raw
-                    raw.write(frame)
-                    while raw.get_write_buffer_size() > RAW_HIGH_WATER and not raw.is_closing():
-                        await asyncio.sleep(0.002)
+                if isinstance(item, Page):
+                    nbytes = item.nbytes
+                    await self._write_page(item, loop)
                 else:
-                    await self._send(frame)
+                    nbytes = len(item)
+                    await self._send(item)
             finally:
                 self._writing = False
+            self._bytes -= nbytes
             self.sent += 1
             if not queue:
                 self._drained.set()
-            if len(queue) <= self._low_water:
+            if len(queue) <= self._low_water and self._bytes <= self._max_bytes // 2:
                 self._space.set()
 
+    async def _write_page(self, page: Page, loop: asyncio.AbstractEventLoop) -> None:
+        """Write a page to the raw transport one slice at a time, each once
+        the transport's buffer is under the high-water mark, then wait until
+        the last one is too. The transport offers no awaitable for this, so
+        poll, backing off while the peer does not read."""
+        raw = self.raw
+        assert raw is not None
+        view = memoryview(page.blob)
+        start = 0
+        for end in page.cuts:
+            if not await self._below_high_water(raw):
+                return
+            raw.write(view[start:end])
+            start = end
+            self._send_started = loop.time()  # progress: a slow reader is not a stalled one
+        await self._below_high_water(raw)
+
+    async def _below_high_water(self, raw: asyncio.WriteTransport) -> bool:
+        """Wait until the transport's buffer is under RAW_HIGH_WATER; False
+        when the socket is closing and nothing more may be written to it."""
+        pause = POLL_S[0]
+        while True:
+            if raw.is_closing() or getattr(self._server_protocol, "close_sent", False):
+                return False
+            if raw.get_write_buffer_size() <= RAW_HIGH_WATER:
+                return True
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, POLL_S[1])

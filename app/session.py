@@ -23,7 +23,7 @@ from .auth import Principal
 from .feed import Feed, Joined
 from .hub import Hub
 from .outbox import Outbox, Signal, TooSlow
-from .protocol import joined_frame, message_frame
+from .protocol import joined_frame
 
 log = logging.getLogger("streamgate.session")
 
@@ -141,6 +141,8 @@ class Session:
             if went_live:
                 self._went_live(feed, went_live)
                 return
+            # Hold one page at a time, not a second: wait for room before reading.
+            await self.outbox.room(self.outbox.page_bytes)
             try:
                 bounds = await self._log.bounds(room)
                 # Reading on past a trimmed stretch (or into another
@@ -148,7 +150,7 @@ class Session:
                 # instead, and the client resumes knowing.
                 if feed.gap(parse_id(bounds.trim_mark), bounds.epoch or ""):
                     raise FellBehind(room)
-                page, blob = await self._hub.replay_page(room, feed.last, CATCH_UP_PAGE)
+                page = await self._hub.replay_page(room, feed.last, CATCH_UP_PAGE, self.outbox.page_bytes)
             except StorageUnavailable:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
@@ -158,21 +160,17 @@ class Session:
             if not page:
                 self._went_live(feed, feed.exhausted())
                 return
-            fresh = feed.fresh(page)
-            if not fresh:
-                continue
-            if self.outbox.raw is not None and fresh is page:
-                # The whole shared page in one write.
-                if not await self.outbox.put(blob, still_wanted=lambda: feed.active):
+            wanted = lambda: feed.active  # noqa: E731  (checked with no await before queueing)
+            if self.outbox.raw is not None:
+                if not await self.outbox.put(page, wanted):  # the whole page, a slice at a time
                     return
-                self._sent["message"] += len(page)
-                feed.page_queued(page[-1].key, len(page))
-                continue
-            for env in fresh:
-                if not await self.outbox.put(message_frame(env), still_wanted=lambda: feed.active):
-                    return
-                self._sent["message"] += 1
-                feed.page_queued(env.key, 1)
+            else:
+                for text in page.texts():
+                    if not await self.outbox.put(text, wanted):
+                        return
+            self._sent["message"] += len(page)
+            feed.page_queued(page.last, len(page))
+            del page  # held by the outbox now, and only while it still has to write it
 
     def _went_live(self, feed: Feed, went_live: Joined | bool) -> None:
         if isinstance(went_live, Joined):

@@ -98,7 +98,8 @@ class Connection:
         self.ws = ws
         self.who = who
         s = svc.settings
-        self.outbox = Outbox(ws.send_text, s.outbound_queue, s.slow_consumer_timeout_s)
+        self.outbox = Outbox(ws.send_text, s.outbound_queue, s.slow_consumer_timeout_s,
+                             max_bytes=s.outbound_bytes)
         self.outbox.attach(transport(ws.scope))
         self.session = Session(who, self.outbox, svc.hub, svc.log, svc.metrics.replay_done,
                                svc.metrics.frames_sent)

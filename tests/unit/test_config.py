@@ -85,6 +85,7 @@ def test_explicit_values() -> None:
             "CONTROL_BURST": "7",
             "KEY_PREFIX": "sgtest",
             "OUTBOUND_QUEUE": "8",
+            "OUTBOUND_BYTES": "65536",
             "HOST": "0.0.0.0",
             "PORT": "9000",
         }
@@ -100,7 +101,7 @@ def test_explicit_values() -> None:
     assert (s.max_connections, s.max_frame_bytes) == (3, 1024)
     assert (s.publish_rate, s.publish_burst) == (0.5, 1)
     assert (s.control_rate, s.control_burst) == (2.5, 7)
-    assert (s.key_prefix, s.outbound_queue) == ("sgtest", 8)
+    assert (s.key_prefix, s.outbound_queue, s.outbound_bytes) == ("sgtest", 8, 65536)
     assert (s.host, s.port) == ("0.0.0.0", 9000)
 
 
@@ -109,6 +110,10 @@ def test_empty_values_fall_back_to_defaults() -> None:
     assert s.auth_mode == "jwt"
     assert s.max_connections == 10000
     assert s.durability == "leader"
+
+
+def test_outbox_bytes_default_to_one_mebibyte() -> None:
+    assert load_settings({"AUTH_MODE": "none"}).outbound_bytes == 2**20
 
 
 def test_settings_are_frozen() -> None:
@@ -131,6 +136,7 @@ def test_settings_are_frozen() -> None:
         ("CONTROL_RATE", "often"),
         ("CONTROL_BURST", "2.5"),
         ("OUTBOUND_QUEUE", "x"),
+        ("OUTBOUND_BYTES", "1MiB"),
         ("SLOW_CONSUMER_TIMEOUT", "soon"),
         ("RETRY_BUDGET", "-"),
         ("HEARTBEAT_INTERVAL", "20 s"),
@@ -152,6 +158,7 @@ def test_bad_numbers(name: str, value: str) -> None:
         {"AUTH_MODE": "none", "OUTBOUND_QUEUE": "7"},
         {"AUTH_MODE": "none", "CONTROL_RATE": "0"},
         {"AUTH_MODE": "none", "CONTROL_BURST": "0"},
+        {"AUTH_MODE": "none", "OUTBOUND_BYTES": "65535"},
     ],
 )
 def test_impossible_settings(env: dict[str, str]) -> None:

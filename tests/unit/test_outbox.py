@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from app.outbox import Outbox, TooSlow
+from app import pages
+from app.outbox import RAW_HIGH_WATER, Outbox, TooSlow
+from app.pages import Page
+from app.protocol import wire_text_frame
 
 STALL = 0.05  # stall timeout for the writer; nothing real is awaited here
 WAIT = 2.0  # upper bound for something that should happen at once
@@ -90,7 +94,7 @@ async def test_writer_sends_in_order_and_waits_when_empty() -> None:
         await idle()
         assert not task.done()  # an empty queue is not an error
         box.offer("d")
-        await box.put("e")
+        assert await box.put("e", lambda: True)
         await until(lambda: len(sock.frames) == 5)
     assert sock.frames == ["a", "b", "c", "d", "e"]
     assert box.sent == 5
@@ -114,8 +118,8 @@ async def test_put_waits_for_space_and_resumes_when_the_writer_drains() -> None:
     sock = Socket()
     box = Outbox(sock.send, limit=8, stall_timeout_s=WAIT)
     for i in range(8):
-        await box.put(f"m{i}")  # room left: returns at once
-    putter = asyncio.create_task(box.put("late"))
+        assert await box.put(f"m{i}", lambda: True)  # room left: returns at once
+    putter = asyncio.create_task(box.put("late", lambda: True))
     await idle()
     assert not putter.done()
     assert len(box) == 8
@@ -136,7 +140,7 @@ async def test_put_waits_again_until_drained_to_half() -> None:
     box = Outbox(sock.send, limit=8, stall_timeout_s=WAIT)
     for i in range(8):
         box.offer(f"m{i}")
-    putter = asyncio.create_task(box.put("late"))
+    putter = asyncio.create_task(box.put("late", lambda: True))
     sent_when_released: list[int] = []
     putter.add_done_callback(lambda _: sent_when_released.append(len(sock.frames)))
     async with writing(box):
@@ -153,7 +157,7 @@ async def test_several_putters_all_resume(waiters: int) -> None:
     box = Outbox(sock.send, limit=4, stall_timeout_s=WAIT)
     for i in range(4):
         box.offer(f"m{i}")
-    putters = [asyncio.create_task(box.put(f"p{i}")) for i in range(waiters)]
+    putters = [asyncio.create_task(box.put(f"p{i}", lambda: True)) for i in range(waiters)]
     await idle()
     assert not any(t.done() for t in putters)
     async with writing(box):
@@ -202,3 +206,130 @@ async def test_send_errors_propagate() -> None:
     async with asyncio.timeout(WAIT):
         with pytest.raises(ConnectionResetError):
             await box.run()
+
+
+# -- the byte bound ------------------------------------------------------------
+
+
+async def test_offer_refuses_past_the_byte_bound_with_frames_to_spare() -> None:
+    box = Outbox(Socket().send, limit=100, stall_timeout_s=STALL, max_bytes=1000)
+    assert box.offer("x" * 600)
+    assert box.offer("x" * 400)
+    assert box.nbytes == 1000
+    assert not box.offer("y")
+    assert len(box) == 2
+
+
+async def test_one_item_larger_than_the_bound_is_let_in_when_nothing_is_held() -> None:
+    box = Outbox(Socket().send, limit=100, stall_timeout_s=STALL, max_bytes=1000)
+    assert box.offer("x" * 5000)
+    assert not box.offer("y")
+
+
+async def test_bytes_count_until_written_and_put_waits_for_them() -> None:
+    sock = Socket()
+    sock.gate.clear()
+    box = Outbox(sock.send, limit=100, stall_timeout_s=WAIT, max_bytes=1000)
+    box.offer("a" * 700)
+    async with writing(box):
+        await idle()  # the writer holds "a..." in flight: still counted
+        assert len(box) == 0 and box.nbytes == 700
+        putter = asyncio.create_task(box.put("b" * 400, lambda: True))
+        await idle()
+        assert not putter.done()
+        sock.gate.set()
+        async with asyncio.timeout(WAIT):
+            assert await putter
+        await until(lambda: len(sock.frames) == 2)
+    assert box.nbytes == 0
+
+
+async def test_put_asks_whether_still_wanted_only_once_there_is_room() -> None:
+    sock = Socket()
+    box = Outbox(sock.send, limit=2, stall_timeout_s=WAIT)
+    box.offer("m0")
+    box.offer("m1")
+    wanted = [True]
+    asked: list[int] = []
+
+    def still_wanted() -> bool:
+        asked.append(len(box))
+        return wanted[0]
+
+    putter = asyncio.create_task(box.put("stale", still_wanted))
+    await idle()
+    assert not putter.done() and asked == []
+    box.push("left")  # the room is left while the put waits
+    wanted[0] = False
+    async with writing(box):
+        async with asyncio.timeout(WAIT):
+            assert await putter is False
+        await until(lambda: len(sock.frames) == 3)
+    assert asked and sock.frames == ["m0", "m1", "left"]
+    assert box.nbytes == 0
+
+
+class Transport:
+    """A raw transport whose peer reads only when told to."""
+
+    def __init__(self) -> None:
+        self.buffer = 0
+        self.written: list[bytes] = []
+        self.peak = 0
+        self.closing = False
+
+    def write(self, data: memoryview) -> None:
+        self.written.append(bytes(data))
+        self.buffer += len(data)
+        self.peak = max(self.peak, self.buffer)
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffer
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def get_protocol(self) -> object:
+        return None
+
+
+def _page(entries: int, body: int) -> Page:
+    frames = [wire_text_frame(f'{{"n":{n},"b":"{"x" * body}"}}') for n in range(entries)]
+    return pages.build(frames, [(1, n) for n in range(entries)], budget=10 * 2**20)
+
+
+async def test_a_page_goes_to_the_transport_a_slice_at_a_time_at_frame_boundaries() -> None:
+    page = _page(200, 2000)  # ~400 KB: several slices
+    raw = Transport()
+    box = Outbox(Socket().send, limit=8, stall_timeout_s=WAIT, max_bytes=page.nbytes)
+    box.attach(raw)  # type: ignore[arg-type]
+    assert await box.put(page, lambda: True)
+    async with writing(box):
+        for _ in range(1000):  # bounded: the peer reads a little at a time
+            await until(lambda: raw.buffer > RAW_HIGH_WATER or box.nbytes == 0)
+            if box.nbytes == 0:
+                break
+            assert box.nbytes == page.nbytes  # counted until all of it has drained
+            raw.buffer = max(0, raw.buffer - 50_000)
+    assert box.nbytes == 0
+    assert b"".join(raw.written) == page.blob
+    assert len(raw.written) > 1
+    assert raw.peak <= RAW_HIGH_WATER + pages.SLICE_BYTES
+    # frames of 126..65535 bytes have a 4-byte header
+    frame_ends = set(itertools.accumulate(len(t.encode()) + 4 for t in page.texts()))
+    slice_ends = list(itertools.accumulate(len(chunk) for chunk in raw.written))
+    assert set(slice_ends) <= frame_ends, "a slice ends inside a frame"
+
+
+async def test_a_page_is_not_written_once_the_socket_is_closing() -> None:
+    page = _page(200, 2000)
+    raw = Transport()
+    box = Outbox(Socket().send, limit=8, stall_timeout_s=WAIT, max_bytes=page.nbytes)
+    box.attach(raw)  # type: ignore[arg-type]
+    await box.put(page, lambda: True)
+    async with writing(box):
+        await until(lambda: raw.buffer > RAW_HIGH_WATER)
+        raw.closing = True
+        raw.buffer = 0
+        await until(lambda: box.nbytes == 0)
+    assert len(b"".join(raw.written)) < page.nbytes

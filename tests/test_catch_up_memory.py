@@ -1,0 +1,91 @@
+"""A socket that joins deep rooms from "0" and never reads holds at most its
+outbox's bytes in the instance.
+
+The client has a 4 KB kernel receive buffer, so after the kernel's own
+buffers (a few MB, not counted in the process's RSS) the catch-up really
+waits for the socket. Without a byte bound, pages of up to 1,000 entries are
+one frame each to the outbox, and the whole history of the rooms ends up in
+the instance's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from tests.conftest import BASE_ENV
+from tests.hostile.rawws import RawWebSocket
+from tests.hostile.support import metric
+from tests.support import Instance, open_client
+from tests.support.history import fill_room
+from tests.support.processes import rss_bytes
+from tests.support.timeouts import scaled
+
+pytestmark = pytest.mark.slow
+
+OUTBOUND_BYTES = 256 * 1024
+ROOMS = 3
+ENTRIES = 4000
+BODY = 2000
+SLACK = 2 * 2**20  # transport slice, a page being read, allocator noise
+QUIET_S = 1.0
+
+
+@pytest.fixture(scope="module")
+def bounded(instance_factory: Any) -> Instance:
+    return instance_factory.start("M", OUTBOUND_BYTES=str(OUTBOUND_BYTES), SLOW_CONSUMER_TIMEOUT="60")
+
+
+async def _queued(inst: Instance) -> float:
+    return await metric(inst, "websocket_messages_sent_total", type="message")
+
+
+async def test_a_socket_that_never_reads_holds_at_most_its_outbox_bytes(
+    bounded: Instance, redis_client: Any
+) -> None:
+    prefix = BASE_ENV["KEY_PREFIX"]
+    tag = uuid.uuid4().hex[:8]
+    rooms = [f"deep-{tag}-{k}" for k in range(ROOMS)]
+    for room in rooms:
+        fill_room(redis_client, prefix, room, ENTRIES, BODY)
+
+    # Warm up the catch-up path with a client that reads, so the baseline
+    # includes what any replay allocates once.
+    async with await open_client(bounded, f"warm-{tag}") as warm:
+        replay, joined = await warm.join(rooms[0], since="0", timeout=30)
+        assert joined["replayed"] == ENTRIES == len(replay)
+    baseline = rss_bytes(bounded.pid)
+    before = await _queued(bounded)
+
+    ws = await RawWebSocket.connect("127.0.0.1", bounded.port, f"/ws?user=stalled-{tag}", rcvbuf=4096)
+    try:
+        await ws.expect_json("welcome")
+        for room in rooms:
+            await ws.send_json({"type": "join", "room": room, "since": "0"})
+        peak = baseline
+        samples: list[tuple[float, float]] = []
+        deadline = time.monotonic() + scaled(15)
+        while True:
+            now = time.monotonic()
+            peak = max(peak, rss_bytes(bounded.pid))
+            samples.append((now, await _queued(bounded) - before))
+            recent = [v for t, v in samples if t >= now - QUIET_S]
+            if samples[0][0] <= now - QUIET_S and recent[0] == recent[-1] > 0:
+                break  # the catch-up has queued nothing for a while: it waits for the socket
+            assert now < deadline, f"the catch-up never came to a stop: {samples[-3:]}"
+            await asyncio.sleep(0.1)
+        peak = max(peak, rss_bytes(bounded.pid))
+        queued = samples[-1][1]
+    finally:
+        await ws.aclose()
+
+    growth = peak - baseline
+    assert growth <= OUTBOUND_BYTES + SLACK, (
+        f"RSS grew by {growth / 2**20:.2f} MiB with {queued:.0f} of {ROOMS * ENTRIES} entries queued "
+        f"(bound {(OUTBOUND_BYTES + SLACK) / 2**20:.2f} MiB)"
+    )
+    assert queued < ROOMS * ENTRIES, "the client took everything: no backpressure reached the instance"
