@@ -51,9 +51,6 @@ class Appended:
     prev: str
 
 
-__all__ = ["Appended", "Bounds", "BeyondEnd", "Cursor", "NotConfirmed", "ReplicaAcks", "RoomLog"]
-
-
 def new_epoch() -> str:
     """A fresh epoch token (random here: Lua's random is deterministic)."""
     return uuid.uuid4().hex
