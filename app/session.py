@@ -58,7 +58,7 @@ class Feed:
     started: float = field(default_factory=time.monotonic)
     fell_behind: bool = False  # the hub could not hand over trimmed entries
     lagging: bool = field(default=False)  # queued for catch-up
-    epoch: str | None = None  # the stream epoch reported in `joined`
+    epoch: str = ""  # the stream epoch reported in `joined` ("": no stream)
 
 
 class Session:
@@ -105,7 +105,7 @@ class Session:
     # -- join / leave ----------------------------------------------------------
 
     async def join_from(self, room: str, since: StreamId | None, recovered: bool,
-                        floor: StreamId = ZERO, epoch: str | None = None) -> None:
+                        floor: StreamId = ZERO, epoch: str = "") -> None:
         """Join ``room``, replaying entries after ``since`` (None: only new ones).
 
         ``floor``: the trim mark the client was already told about.
