@@ -276,10 +276,11 @@ def joined_frame(room: str, replayed: int, recovered: bool, last_id: str,
                  epoch: str | None = None) -> str:
     """``last_id`` (an addition to v1): the room position the client is now
     at, so a client that received nothing yet can still resume from here.
-    ``epoch``: the incarnation of the room's stream (null: no stream yet),
+    ``epoch``: the incarnation of the room's stream (None or "": no stream
+    yet, sent as null),
     to be sent back with ``since`` on the next join."""
     return _dump({"type": "joined", "room": room, "replayed": replayed, "recovered": recovered,
-                  "last_id": last_id, "epoch": epoch})
+                  "last_id": last_id, "epoch": epoch or None})
 
 
 def left_frame(room: str) -> str:

@@ -76,7 +76,7 @@ class Session:
     # -- join / leave ----------------------------------------------------------
 
     async def join_from(self, room: str, since: StreamId | None, recovered: bool,
-                        floor: StreamId = ZERO, epoch: str | None = None) -> None:
+                        floor: StreamId = ZERO, epoch: str = "") -> None:
         """Join ``room``, replaying entries after ``since`` (None: only new ones).
 
         ``floor``: the trim mark the client was already told about.

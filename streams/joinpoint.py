@@ -30,7 +30,7 @@ class Bounds:
     ``max-deleted-entry-id`` only follows XDEL), so a reader who last saw an
     id below the first retained one is counted as having missed something:
     when in doubt, say so rather than claim a gap-free resume.
-    ``epoch``: the token of this incarnation of the stream; None when the
+    ``epoch``: the token of this incarnation of the stream; ``""`` when the
     stream does not exist. ``born``: the id of the incarnation's first entry,
     ``0-0`` when unknown (a stream older than epochs).
     """
@@ -38,7 +38,7 @@ class Bounds:
     last_id: str
     trim_mark: str
     length: int
-    epoch: str | None = None
+    epoch: str = ""
     born: str = "0-0"
 
     def recovered(self, since: str) -> bool:
@@ -71,13 +71,13 @@ class JoinPoint:
 
     ``floor``: the trim mark at the time of the join (what the client is
     told it lost when ``recovered`` is false). ``epoch``: the stream's epoch
-    to report in ``joined`` (None: the room has no stream yet).
+    to report in ``joined`` (``""``: the room has no stream yet).
     """
 
     since: StreamId | None
     recovered: bool
     floor: StreamId = ZERO
-    epoch: str | None = None
+    epoch: str = ""
 
 
 def resolve(since: str | None, epoch: str | None, cursor: Cursor | None,
@@ -97,12 +97,12 @@ def resolve(since: str | None, epoch: str | None, cursor: Cursor | None,
     if since == "$":
         return JoinPoint(None, True, epoch=current)
     start = parse_id(since)
-    if current is None:
+    if not current:
         # No stream: whatever the client saw is gone, unless it saw nothing.
         # Replay from the start so that an entry appended meanwhile is kept.
-        return JoinPoint(ZERO, start == ZERO and epoch is None)
+        return JoinPoint(ZERO, start == ZERO and not epoch)
     floor = parse_id(bounds.trim_mark)
-    if epoch is not None and epoch != current:
+    if epoch and epoch != current:
         # Another incarnation: the client has seen none of this one.
         return JoinPoint(ZERO, False, floor, current)
     if start > parse_id(bounds.last_id):

@@ -25,6 +25,7 @@ client is ever handed an entry that a failover can erase.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 import uuid
 from importlib import resources
 
@@ -51,9 +52,6 @@ class Appended:
     id: str
     duplicate: bool
     prev: str
-
-
-__all__ = ["Appended", "Bounds", "BeyondEnd", "Cursor", "NotConfirmed", "ReplicaAcks", "RoomLog"]
 
 
 def new_epoch() -> str:
@@ -222,22 +220,19 @@ def parse_cursor(text: str) -> Cursor:
     return Cursor(sid, epoch if sep and epoch else None)
 
 
-def _bounds(raw: list[object]) -> Bounds:
+def _bounds(raw: list[Any]) -> Bounds:
     """Decode the reply of bounds.lua (``[]``: no stream)."""
     if not raw:
         return Bounds("0-0", "0-0", 0)
     length, last, added, first, token, born = raw
-    n = int(length)  # type: ignore[call-overload]
-    last_id = _s(last)  # type: ignore[arg-type]
-    first_id = _s(first)  # type: ignore[arg-type]
-    if int(added) <= n:  # type: ignore[call-overload]
+    n, last_id, first_id = int(length), _s(last), _s(first)
+    if int(added) <= n:
         mark = "0-0"
     elif first_id:
         mark = first_id
     else:  # everything trimmed: only ids at the end are safe
         mark = last_id
-    return Bounds(last_id=last_id, trim_mark=mark, length=n,
-                  epoch=_s(token), born=_s(born))  # type: ignore[arg-type]
+    return Bounds(last_id=last_id, trim_mark=mark, length=n, epoch=_s(token), born=_s(born))
 
 
 def _s(v: bytes | str) -> str:

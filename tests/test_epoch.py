@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from client import Gap, Message, connect
 from tests.client_support import FAST, frozen, take
 from tests.conftest import BASE_ENV, InstanceFactory
-from tests.support import Instance, RedisServer, ServerError, WsClient, async_wait_until, open_client
+from tests.support import Instance, RedisServer, ServerError, WsClient, async_wait_until, open_client, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -285,3 +285,49 @@ async def test_the_python_client_resumes_with_its_epoch_and_reports_the_loss(
 async def pub_once(inst: Instance, room: str, user: str) -> str:
     async with connect(inst.ws_url(), user=user, options=FAST) as pub:
         return await pub.publish(room, "later")
+
+
+# -- DURABILITY=replica -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def replicated(epoch_redis: RedisServer, epoch_factory: InstanceFactory,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Instance, RedisServer]]:
+    """An instance confirming through WAIT, and the replica that acknowledges."""
+    replica = RedisServer(tmp_path_factory.mktemp("epoch-replica"),
+                          extra_args=("--replicaof", "127.0.0.1", str(epoch_redis.port))).start()
+    client = replica.client()
+    try:
+        wait_until(lambda: client.info("replication").get("master_link_status") == "up",
+                   15, message="replica link up")
+    finally:
+        client.close()
+    inst = epoch_factory.start("R", DURABILITY="replica", MIN_REPLICAS="1", REPLICA_ACK_TIMEOUT_MS="3000")
+    yield inst, replica
+    replica.stop()
+
+
+async def test_replica_mode_the_epoch_is_confirmed_with_the_first_entry(
+    replicated: tuple[Instance, RedisServer], raw: Any, room: str, uid: Callable[[str], str]
+) -> None:
+    inst, replica = replicated
+    on_replica = aioredis.Redis(host="127.0.0.1", port=replica.port, decode_responses=True)
+    try:
+        async with await open_client(inst, uid("pub")) as pub, await open_client(inst, uid("sub")) as sub:
+            (first,) = await publish_n(pub, room, 1, "a")
+            # `published` came after WAIT: the replica holds the epoch record too.
+            record = await on_replica.hgetall(key("epoch", room))
+            assert record["born"] == first
+            replay, joined = await sub.join(room, since="0")
+            assert (ids(replay), joined["epoch"]) == ([first], record["token"])
+            await sub.leave(room)
+
+            assert await raw.flushall() is True
+            (fresh,) = await publish_n(pub, room, 1, "b")
+            replay, joined = await sub.join(room, since=first, epoch=record["token"])
+            assert (joined["recovered"], ids(replay)) == (False, [fresh])
+            assert joined["epoch"] == (await on_replica.hgetall(key("epoch", room)))["token"] != record["token"]
+            live = await publish_n(pub, room, 1, "c")
+            await sub.wait_for_id(room, live[0])
+    finally:
+        await on_replica.aclose()

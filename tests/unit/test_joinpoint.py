@@ -27,7 +27,7 @@ MISSING = Bounds(last_id="0-0", trim_mark="0-0", length=0)
         # "$": live, recovered, whatever the client had
         ("$", None, LIVE, JoinPoint(None, True, ZERO, E)),
         ("$", OLD, LIVE, JoinPoint(None, True, ZERO, E)),
-        ("$", None, MISSING, JoinPoint(None, True, ZERO, None)),
+        ("$", None, MISSING, JoinPoint(None, True, ZERO, "")),
         # "0": everything retained; recovered unless trimmed
         ("0", None, LIVE, JoinPoint(ZERO, True, ZERO, E)),
         ("0", E, LIVE, JoinPoint(ZERO, True, ZERO, E)),
@@ -57,10 +57,10 @@ MISSING = Bounds(last_id="0-0", trim_mark="0-0", length=0)
         ("150-0", E, TRIMMED, JoinPoint((150, 0), True, (150, 0), E)),
         ("9-0", None, Bounds("100-0", "10-0", 5, E, "0-0"), JoinPoint((9, 0), False, (10, 0), E)),  # numeric
         # no stream at all
-        ("0", None, MISSING, JoinPoint(ZERO, True, ZERO, None)),
-        ("0", OLD, MISSING, JoinPoint(ZERO, False, ZERO, None)),
-        ("120-0", None, MISSING, JoinPoint(ZERO, False, ZERO, None)),
-        ("120-0", OLD, MISSING, JoinPoint(ZERO, False, ZERO, None)),
+        ("0", None, MISSING, JoinPoint(ZERO, True, ZERO, "")),
+        ("0", OLD, MISSING, JoinPoint(ZERO, False, ZERO, "")),
+        ("120-0", None, MISSING, JoinPoint(ZERO, False, ZERO, "")),
+        ("120-0", OLD, MISSING, JoinPoint(ZERO, False, ZERO, "")),
     ],
 )
 def test_resolve(since: str, epoch: str | None, bounds: Bounds, expected: JoinPoint) -> None:
@@ -84,7 +84,7 @@ def test_resolve(since: str, epoch: str | None, bounds: Bounds, expected: JoinPo
         # a cursor beyond the end (erased by a failover)
         (Cursor("300-0", E), None, LIVE, JoinPoint(None, False, ZERO, E)),
         # the stream is gone
-        (Cursor("120-0", E), None, MISSING, JoinPoint(ZERO, False, ZERO, None)),
+        (Cursor("120-0", E), None, MISSING, JoinPoint(ZERO, False, ZERO, "")),
     ],
 )
 def test_resolve_from_the_cursor(cursor: Cursor | None, client_epoch: str | None, bounds: Bounds,
