@@ -141,3 +141,27 @@ async def test_a_fill_that_keeps_failing_gives_the_room_up_and_says_so(
     await async_wait_until(lambda: member.lost_marks == [MAX], scaled(10.0),
                            message="members of a room given up were not told")
     assert room not in hub.rooms()
+
+
+async def test_joined_that_cannot_be_queued_closes_the_socket_instead_of_vanishing(
+    stack: tuple[Hub, FaultyLog],
+) -> None:
+    """A socket whose control slack is used up cannot be sent ``joined``: it is
+    closed as too slow (4408), never left joined without knowing it."""
+    from app.auth import Principal
+    from app.outbox import Outbox, TooSlow
+    from app.session import Session
+
+    hub, log = stack
+    room = f"r-{uuid.uuid4().hex[:6]}"
+
+    async def never_sent(frame: str) -> None:  # a peer that never reads
+        await asyncio.Event().wait()
+
+    outbox = Outbox(never_sent, limit=8, stall_timeout_s=30.0, control_slack=4)
+    session = Session(Principal("alice", None, False), outbox, hub, log)
+    while outbox.push('{"type":"pong"}'):
+        pass
+    with pytest.raises(TooSlow):
+        await session.join_from(room, None, True)
+    session.detach_all()
