@@ -123,18 +123,24 @@ class RoomLog:
                 (sid, dup, prev), acked = await pipe.execute()
             if int(acked) < acks.replicas:
                 raise NotConfirmed(f"{acked} of {acks.replicas} replicas acknowledged")
-            confirm_keys = [k.log(room), k.confirmed(room)]
-            async with self._redis.pipeline(transaction=False) as pipe:
-                await self._confirm(keys=confirm_keys, args=[_s(sid), "", "set"], client=pipe)
-                pipe.execute_command("WAIT", acks.replicas, acks.timeout_ms)
-                await self._confirm(keys=confirm_keys, args=[_s(sid), k.channel(room), "announce"],
-                                    client=pipe)
-                _, acked, _ = await pipe.execute()
-            if int(acked) < acks.replicas:
-                raise NotConfirmed(f"watermark: {acked} of {acks.replicas} replicas acknowledged")
+            await self._confirm_replicated(room, _s(sid), acks)
             return Appended(_s(sid), bool(int(dup)), _s(prev))
 
         return await self._retry(call)
+
+    async def _confirm_replicated(self, room: str, sid: str, acks: ReplicaAcks) -> None:
+        """Move the watermark to ``sid``, WAIT until the replicas have it, and
+        only then announce the entry: a reader after a failover stops at the
+        watermark, so an entry anyone was told of must not be past it."""
+        k = self._keys
+        confirm_keys = [k.log(room), k.confirmed(room)]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            await self._confirm(keys=confirm_keys, args=[sid, "", "set"], client=pipe)
+            pipe.execute_command("WAIT", acks.replicas, acks.timeout_ms)
+            _, acked = await pipe.execute()
+        if int(acked) < acks.replicas:
+            raise NotConfirmed(f"watermark: {acked} of {acks.replicas} replicas acknowledged")
+        await self._confirm(keys=confirm_keys, args=[sid, k.channel(room), "announce"])
 
     async def read_after(self, room: str, after: str, count: int) -> list[Envelope]:
         """Up to ``count`` entries with ids strictly greater than ``after``.

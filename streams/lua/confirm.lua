@@ -3,7 +3,7 @@
 -- KEYS[1] room stream   KEYS[2] confirmed watermark
 -- ARGV[1] entry id      ARGV[2] Pub/Sub channel   ARGV[3] 'set' or 'announce'
 --
--- The two steps run in one pipeline with a WAIT between them, so the
+-- A WAIT on the same connection runs between the two steps, so the
 -- watermark has reached the replicas before anyone is told of the entry:
 -- after a failover, an entry that was delivered is still readable. 'announce'
 -- publishes only while the watermark is still this entry's id; an entry whose
