@@ -34,7 +34,8 @@ from redis.asyncio.connection import AbstractConnection
 
 from .bounded import cancel_and_wait
 from .keys import Keys
-from .model import Envelope, decode_notification
+from .entries import decode_notification
+from .model import Envelope
 from .observer import NullObserver, Observer
 from .retry import StorageUnavailable
 

@@ -32,6 +32,7 @@ from importlib import resources
 from redis.asyncio import Redis
 
 from .joinpoint import Bounds, Cursor
+from .entries import decode_flat, decode_stored
 from .keys import Keys
 from .model import Envelope, exclusive_start, format_id, parse_id
 from .retry import RetryPolicy, StorageUnavailable
@@ -156,9 +157,9 @@ class RoomLog:
         async def call() -> list[Envelope]:
             if self._acks is None:
                 rows = await self._redis.xrange(key, min=start, max="+", count=count)
-                return [_entry(room, sid, fields) for sid, fields in rows]
+                return [decode_stored(room, sid, fields) for sid, fields in rows]
             raw = await self._read(keys=[key, self._keys.confirmed(room)], args=[start, count])
-            return [_entry(room, sid, _pairs(flat)) for sid, flat in raw]
+            return [decode_flat(room, sid, flat) for sid, flat in raw]
 
         return await self._retry(call)
 
@@ -243,17 +244,3 @@ def _bounds(raw: list[Any]) -> Bounds:
 
 def _s(v: bytes | str) -> str:
     return v.decode() if isinstance(v, bytes) else v
-
-
-def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
-    return dict(zip(flat[::2], flat[1::2]))
-
-
-def _entry(room: str, sid: bytes | str, fields: dict[bytes, bytes]) -> Envelope:
-    return Envelope(
-        room=room,
-        id=_s(sid),
-        prev="",
-        sender=_s(fields.get(b"u", b"")),
-        body=_s(fields.get(b"b", b"null")),
-    )

@@ -119,14 +119,3 @@ class Envelope:
     @property
     def ts(self) -> int:
         return self.key.ms
-
-
-def decode_notification(room: str, payload: bytes) -> Envelope:
-    """Decode a Pub/Sub notification written by the append script.
-
-    The payload is ``id\\nprev\\nsender\\nbody``: the first three fields never
-    contain a newline (ids and user ids are validated), the body may.
-    """
-    text = payload.decode("utf-8")
-    sid, prev, sender, body = text.split("\n", 3)
-    return Envelope(room=room, id=sid, prev=prev, sender=sender, body=body)

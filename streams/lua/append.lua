@@ -3,7 +3,7 @@
 -- KEYS[1] room stream            KEYS[2] idempotency key for (sender, client_id)
 -- KEYS[3] epoch record (hash)   KEYS[4] confirmed watermark (replica mode)
 -- ARGV[1] MAXLEN (approximate)   ARGV[2] sender
--- ARGV[3] body (JSON text)       ARGV[4] client_id ('' = none)
+-- ARGV[3] body (JSON text)       ARGV[4] 'c:'+client_id, or an internal 'i:' id
 -- ARGV[5] idempotency TTL (s)    ARGV[6] Pub/Sub channel ('' = do not notify)
 -- ARGV[7] a fresh random epoch token (Lua's random is deterministic)
 --
@@ -19,39 +19,32 @@
 -- older one belongs to a lost incarnation and is overwritten, never reused),
 -- so a reader can tell a recreated stream from the one it read before. In
 -- replica mode the WAIT that follows on the same connection covers it.
-local cid = ARGV[4]
-if cid ~= '' then
-  local seen = redis.call('GET', KEYS[2])
-  if seen then
-    -- Rewrite the record: a write of this connection that replicates after
-    -- the original entry, so a WAIT that follows covers the original too.
-    redis.call('SET', KEYS[2], seen, 'KEEPTTL')
-    return {seen, 1, ''}
-  end
+local cid = ARGV[4]  -- never empty: an internal one when the client gave none
+local seen = redis.call('GET', KEYS[2])
+if seen then
+  -- Rewrite the record: a write of this connection that replicates after
+  -- the original entry, so a WAIT that follows covers the original too.
+  redis.call('SET', KEYS[2], seen, 'KEEPTTL')
+  return {seen, 1, ''}
 end
 
-local fresh = redis.call('EXISTS', KEYS[1]) == 0
 local prev = '0-0'
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-if #last > 0 then
+local fresh = #last == 0
+if not fresh then
   prev = last[1][1]
 end
 
-local id
-if cid ~= '' then
-  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
-                  'u', ARGV[2], 'b', ARGV[3], 'c', cid)
-  redis.call('SET', KEYS[2], id, 'EX', ARGV[5])
-else
-  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
-                  'u', ARGV[2], 'b', ARGV[3])
-end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+                      'u', ARGV[2], 'b', ARGV[3], 'c', cid)
+redis.call('SET', KEYS[2], id, 'EX', ARGV[5])
 
 if fresh then
-  redis.call('DEL', KEYS[3], KEYS[4])  -- a lost incarnation's watermark too
+  -- A stream with no entry is a new incarnation: a fresh record (a lost
+  -- one's watermark goes too). A stream older than epochs gets its record
+  -- from the first bounds read instead (bounds.lua).
+  redis.call('DEL', KEYS[3], KEYS[4])
   redis.call('HSET', KEYS[3], 'token', ARGV[7], 'born', id)
-elseif redis.call('EXISTS', KEYS[3]) == 0 then
-  redis.call('HSET', KEYS[3], 'token', ARGV[7], 'born', '0-0')  -- older than epochs
 end
 
 if ARGV[6] ~= '' then

@@ -6,12 +6,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streams.entries import decode_notification
 from streams.log import Bounds
 from streams.model import (
     MAX as MAX_ID,
     ZERO,
     Envelope,
-    decode_notification,
     exclusive_start,
     format_id,
     id_ms,
