@@ -106,12 +106,7 @@ async def readyz(request: Request) -> JSONResponse:
     svc = _svc(request)
     if await svc.ready():
         return JSONResponse({"status": "ready", "instance": svc.instance})
-    if svc.draining:
-        reason = "draining"
-    elif not svc.bus.healthy:
-        reason = "pubsub unhealthy"
-    else:
-        reason = "redis unavailable"
+    reason = svc.not_ready_reason()
     return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
 
 
@@ -193,7 +188,7 @@ async def publish(request: Request, room: str) -> Any:
 async def presence(request: Request) -> Any:
     _who(request)
     try:
-        return {"users": await _svc(request).presence.users()}
+        return {"users": await _svc(request).online_users()}
     except StorageUnavailable:
         raise HTTPError(503, "unavailable", "storage unavailable") from None
 
@@ -205,6 +200,6 @@ async def members(request: Request, room: str) -> Any:
     if not who.may_join(room):
         raise HTTPError(403, "forbidden", "not allowed in this room")
     try:
-        return {"members": await _svc(request).presence.members(room)}
+        return {"members": await _svc(request).room_members(room)}
     except StorageUnavailable:
         raise HTTPError(503, "unavailable", "storage unavailable") from None

@@ -27,6 +27,8 @@ from .config import Settings
 from .hub import Hub
 from .limits import BucketsByUser
 from .metrics import Metrics
+from .outbox import Outbox
+from .session import Session
 
 log = logging.getLogger("streamgate.service")
 
@@ -158,6 +160,43 @@ class Service:
 
     async def history(self, room: str, after: str, limit: int) -> list[Envelope]:
         return await self.log.read_after(room, after, limit)
+
+    def open_session(self, who: Principal, outbox: Outbox) -> Session:
+        """The rooms of one socket, fed by this instance's hub and log."""
+        return Session(who, outbox, self.hub, self.log, self.metrics.replay_done,
+                       self.metrics.frames_sent)
+
+    async def ack(self, who: Principal, room: str, sid: str) -> None:
+        """Move ``who``'s cursor in ``room``; BeyondEnd for an id the room
+        never had."""
+        if not who.may_join(room):
+            raise Forbidden(room)
+        await self.log.ack(room, who.user, sid)
+
+    def not_ready_reason(self) -> str:
+        if self.draining:
+            return "draining"
+        if not self.bus.healthy:
+            return "pubsub unhealthy"
+        return "redis unavailable"
+
+    async def online_users(self) -> list[str]:
+        return await self.presence.users()
+
+    async def room_members(self, room: str) -> list[str]:
+        return await self.presence.members(room)
+
+    async def came_online(self, user: str) -> None:
+        await self.best_effort(self.presence.online(user))
+
+    async def entered(self, room: str, user: str) -> None:
+        await self.best_effort(self.presence.joined(room, user))
+
+    async def went_out(self, room: str, user: str) -> None:
+        """``user`` left ``room`` on one socket: gone from its presence only
+        when no other socket of theirs here is still in it."""
+        if not self.hub.has_user(room, user):
+            await self.best_effort(self.presence.left(room, user))
 
     # -- presence -------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from .auth import CLOCK_LEEWAY_S, Principal, Unauthorized
 from .limits import TokenBucket
 from .outbox import Outbox, TooSlow
 from .service import Forbidden, Service
-from .session import FellBehind, Session
+from .session import FellBehind
 
 log = logging.getLogger("streamgate.ws")
 
@@ -101,8 +101,7 @@ class Connection:
         self.outbox = Outbox(ws.send_text, s.outbound_queue, s.slow_consumer_timeout_s,
                              max_bytes=s.outbound_bytes)
         self.outbox.attach(transport(ws.scope))
-        self.session = Session(who, self.outbox, svc.hub, svc.log, svc.metrics.replay_done,
-                               svc.metrics.frames_sent)
+        self.session = svc.open_session(who, self.outbox)
         self.bucket = TokenBucket(s.publish_rate, s.publish_burst)
         self.control = TokenBucket(s.control_rate, s.control_burst)
         self._closing: _Closed | None = None
@@ -129,7 +128,7 @@ class Connection:
         code, reason = 1000, ""
         try:
             if first:
-                await svc.best_effort(svc.presence.online(self.who.user))
+                await svc.came_online(self.who.user)
             self.reply(p.welcome_frame(self.who.user, svc.instance), "welcome")
             self._reader = asyncio.create_task(self._read(), name="ws-read")
             self._writer = asyncio.create_task(self.outbox.run(), name="ws-write")
@@ -312,20 +311,19 @@ class Connection:
         except StorageUnavailable:
             self.error("unavailable", "storage unavailable; join again", frame.room)
             return
-        await svc.best_effort(svc.presence.joined(frame.room, who.user))
+        await svc.entered(frame.room, who.user)
 
     async def _leave(self, frame: p.Leave) -> None:
-        svc, who = self.svc, self.who
-        if self.session.leave(frame.room) and not svc.hub.has_user(frame.room, who.user):
-            await svc.best_effort(svc.presence.left(frame.room, who.user))
-        self.reply(p.left_frame(frame.room), "left")
+        left = self.session.leave(frame.room)
+        self.reply(p.left_frame(frame.room), "left")  # not held up by presence
+        if left:
+            await self.svc.went_out(frame.room, self.who.user)
 
     async def _ack(self, frame: p.Ack) -> None:
-        if not self.who.may_join(frame.room):
-            self.error("forbidden", "not allowed in this room", frame.room)
-            return
         try:
-            await self.svc.log.ack(frame.room, self.who.user, frame.id)
+            await self.svc.ack(self.who, frame.room, frame.id)
+        except Forbidden:
+            self.error("forbidden", "not allowed in this room", frame.room)
         except BeyondEnd:
             self.error("bad_frame", "'id' is beyond the room's last message", frame.room)
         except StorageUnavailable:

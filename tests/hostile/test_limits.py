@@ -503,7 +503,7 @@ async def test_the_default_control_rate_lets_a_client_join_and_ack_max_joins_roo
         for room in rooms:
             await client.send({"type": "join", "room": room, "since": "0"})
         for room in rooms:
-            await client.send({"type": "ack", "room": room, "id": "1-0"})
+            await client.send({"type": "ack", "room": room, "id": "0-0"})
         answers = await _room_answers(client, rooms, {"joined"})
         assert {a["type"] for a in answers.values()} == {"joined"}, \
             [a for a in answers.values() if a["type"] != "joined"][:3]
