@@ -93,7 +93,7 @@ class Hub:
         self._rooms: dict[str, _Room] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._pages = PageCache(PAGE_CACHE_BYTES)
-        self._reading: dict[tuple[str, StreamId, int], asyncio.Future[Page]] = {}
+        self._reading: dict[tuple[str, StreamId, int], asyncio.Task[Page]] = {}
 
     async def replay_page(self, room: str, after: StreamId, count: int, max_bytes: int) -> Page:
         """Up to ``count`` entries after ``after`` as one page of at most
@@ -109,29 +109,38 @@ class Hub:
         page = self._pages.get(key)
         if page is not None:
             return page
-        fut = self._reading.get(key)
-        if fut is not None:
-            page = await asyncio.shield(fut)
-            self._pages.keep(key, page)
-            return page
-        fut = self._reading[key] = asyncio.get_running_loop().create_future()
+        read = self._reading.get(key)
+        first = read is None
+        if read is None:
+            # The read is a task of its own: a socket that goes away while it
+            # runs cancels only its own wait, not the others'.
+            read = self._reading[key] = asyncio.ensure_future(
+                self._read_page(room, after, count, max_bytes, key))
+            self._tasks.add(read)  # type: ignore[arg-type]
+            read.add_done_callback(self._read_done)
+        page = await asyncio.shield(read)
+        if not first:
+            self._pages.keep(key, page)  # shared: keep it for the stragglers
+        return page
+
+    def _read_done(self, read: asyncio.Future[Page]) -> None:
+        self._tasks.discard(read)  # type: ignore[arg-type]
+        if not read.cancelled():
+            read.exception()  # retrieved here: the askers may all have gone
+
+    async def _read_page(self, room: str, after: StreamId, count: int, max_bytes: int,
+                         key: tuple[str, StreamId, int]) -> Page:
         r = self._rooms.get(room)
         n = pages.entries_for(max_bytes, r.entry_bytes if r is not None else 0.0, count)
         try:
             entries = await self._log.read_after(room, format_id(after), n)
-            frames = [wire_text_frame(message_frame(e)) for e in entries]
-            page = pages.build(frames, [e.key for e in entries], max_bytes)
-        except BaseException as exc:
-            if not fut.done():
-                fut.set_exception(exc)
-                fut.exception()
-            raise
         finally:
-            del self._reading[key]
+            self._reading.pop(key, None)
+        frames = [wire_text_frame(message_frame(e)) for e in entries]
+        page = pages.build(frames, [e.key for e in entries], max_bytes)
         if frames and r is not None:
             size = sum(map(len, frames)) / len(frames)
             r.entry_bytes = size if r.entry_bytes <= 0 else (3 * r.entry_bytes + size) / 4
-        fut.set_result(page)
         if len(entries) == n or page.count < len(entries):
             self._pages.add(key, page)
             if r is not None and len(r.members) > 1:

@@ -234,21 +234,24 @@ class Outbox:
         view = memoryview(page.blob)
         start = 0
         for end in page.cuts:
-            if not await self._below_high_water(raw):
-                return
+            await self._below_high_water(raw)
             raw.write(view[start:end])
             start = end
             self._send_started = loop.time()  # progress: a slow reader is not a stalled one
         await self._below_high_water(raw)
 
-    async def _below_high_water(self, raw: asyncio.WriteTransport) -> bool:
-        """Wait until the transport's buffer is under RAW_HIGH_WATER; False
-        when the socket is closing and nothing more may be written to it."""
+    async def _below_high_water(self, raw: asyncio.WriteTransport) -> None:
+        """Wait until the transport's buffer is under RAW_HIGH_WATER.
+
+        Raise ConnectionResetError once the socket is closing (the server
+        sent its close frame, e.g. for unanswered pings): nothing more may be
+        written to it, and the connection must end rather than let the
+        catch-up read on through the history for nobody."""
         pause = POLL_S[0]
         while True:
             if raw.is_closing() or getattr(self._server_protocol, "close_sent", False):
-                return False
+                raise ConnectionResetError("the socket is closing")
             if raw.get_write_buffer_size() <= RAW_HIGH_WATER:
-                return True
+                return
             await asyncio.sleep(pause)
             pause = min(pause * 2, POLL_S[1])

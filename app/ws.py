@@ -207,6 +207,13 @@ class Connection:
             return
         if self.ws.client_state == WebSocketState.DISCONNECTED:
             return
+        t = transport(self.ws.scope)
+        if t is not None and t.is_closing():
+            # The server already sent its close frame (the peer answered no
+            # ping) and waits for its buffer to drain: what the peer has not
+            # read by now it is not going to read. Free it at once.
+            t.abort()
+            return
         try:
             async with asyncio.timeout(2.0):
                 await self.ws.close(code, reason)

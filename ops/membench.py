@@ -49,7 +49,7 @@ MSS = 1460
 RCVBUF = 4096
 SLICE = 64 * 1024
 HIGH_WATER = 64 * 1024
-IDLE_KIB = 20  # per connection, the idle figure of docs/benchmarks.md
+IDLE_KIB = 48  # an idle connection (the `idle` phase of docs/benchmarks.md: 39-48 KiB)
 
 
 def rss(pid: int) -> int:
@@ -213,7 +213,11 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     if other_cores:
         os.sched_setaffinity(0, set(other_cores))
     prefix = f"membench-{uuid.uuid4().hex[:6]}"
-    env = {"KEY_PREFIX": prefix, "OUTBOUND_BYTES": str(a.outbound_bytes),
+    # uvicorn's keepalive off (its CLI default closes a socket that answers no
+    # ping within 40 s, and these never read): the sockets stay, as they would
+    # for a client that still answers pings but reads slower than it is fed.
+    env = {"UVICORN_WS_PING_INTERVAL": "0",
+           "KEY_PREFIX": prefix, "OUTBOUND_BYTES": str(a.outbound_bytes),
            "SLOW_CONSUMER_TIMEOUT": "3600", "MAX_JOINS": "100",
            "ROOM_HISTORY_MAXLEN": str(a.entries * 2)}
     stack = Stack(out_dir / "procs", server_cores, other_cores, Path(a.app_cwd), env)

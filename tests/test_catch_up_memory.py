@@ -1,5 +1,6 @@
 """A socket that joins deep rooms from "0" and never reads holds at most its
-outbox's bytes in the instance.
+outbox's bytes in the instance, and lets go of them once the server gives up
+on it.
 
 The client has a 4 KB kernel receive buffer, so after the kernel's own
 buffers (a few MB, not counted in the process's RSS) the catch-up really
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,9 +22,10 @@ import pytest
 from tests.conftest import BASE_ENV
 from tests.hostile.rawws import RawWebSocket
 from tests.hostile.support import metric
-from tests.support import Instance, open_client
+from tests.support import Instance, ModuleAppInstance, RedisServer, async_wait_until, open_client
 from tests.support.history import fill_room
 from tests.support.processes import rss_bytes
+from tests.support.tcp import tcp_socket
 from tests.support.timeouts import scaled
 
 pytestmark = pytest.mark.slow
@@ -89,3 +92,42 @@ async def test_a_socket_that_never_reads_holds_at_most_its_outbox_bytes(
         f"(bound {(OUTBOUND_BYTES + SLACK) / 2**20:.2f} MiB)"
     )
     assert queued < ROOMS * ENTRIES, "the client took everything: no backpressure reached the instance"
+
+
+@pytest.fixture(scope="module")
+def heartbeat(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
+    """The production entry point (``python -m app``), which pings every socket
+    every HEARTBEAT_INTERVAL and closes one that does not answer in time."""
+    env = dict(BASE_ENV, REDIS_URL=redis_server.url, INSTANCE_ID=f"hb-{uuid.uuid4().hex[:6]}",
+               HEARTBEAT_INTERVAL="1", OUTBOUND_BYTES=str(OUTBOUND_BYTES), SLOW_CONSUMER_TIMEOUT="60")
+    inst = ModuleAppInstance("HB", env, workdir=tmp_path_factory.mktemp("heartbeat"))
+    inst.start()
+    yield inst
+    inst.stop()
+
+
+async def test_a_socket_closed_for_missed_pings_ends_its_catch_up(
+    heartbeat: Instance, redis_client: Any
+) -> None:
+    """The server gives up on a socket that answers no ping and sends its close
+    frame; what the catch-up still had to send can no longer be written, so
+    the connection must end rather than read on through the history."""
+    room = f"deep-{uuid.uuid4().hex[:8]}"
+    fill_room(redis_client, BASE_ENV["KEY_PREFIX"], room, ENTRIES, BODY)
+    ws = await RawWebSocket.connect("127.0.0.1", heartbeat.port, f"/ws?user=mute-{room}", rcvbuf=4096)
+    try:
+        await ws.expect_json("welcome")
+        before = await _queued(heartbeat)
+        await ws.send_json({"type": "join", "room": room, "since": "0"})
+
+        def server_side_gone() -> bool:
+            sock = tcp_socket(heartbeat.port, ws.local_port)
+            return sock is None or sock.state != "ESTABLISHED"
+
+        # Ping after 1 s, no pong within 1 s: closed; then let go within a few seconds.
+        await async_wait_until(server_side_gone, timeout=10,
+                               message="the server kept the socket that missed its pings")
+        queued = await _queued(heartbeat) - before
+    finally:
+        await ws.aclose()
+    assert queued < ENTRIES, "the catch-up ran through the whole history for a closed socket"

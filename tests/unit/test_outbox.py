@@ -321,15 +321,22 @@ async def test_a_page_goes_to_the_transport_a_slice_at_a_time_at_frame_boundarie
     assert set(slice_ends) <= frame_ends, "a slice ends inside a frame"
 
 
-async def test_a_page_is_not_written_once_the_socket_is_closing() -> None:
+async def test_the_writer_ends_once_the_socket_is_closing() -> None:
+    """Nothing more can reach a socket whose close frame was sent: the writer
+    stops (ending the connection) instead of consuming the queue unwritten."""
     page = _page(200, 2000)
     raw = Transport()
     box = Outbox(Socket().send, limit=8, stall_timeout_s=WAIT, max_bytes=page.nbytes)
     box.attach(raw)  # type: ignore[arg-type]
     await box.put(page, lambda: True)
-    async with writing(box):
+    writer = asyncio.create_task(box.run())
+    try:
         await until(lambda: raw.buffer > RAW_HIGH_WATER)
         raw.closing = True
         raw.buffer = 0
-        await until(lambda: box.nbytes == 0)
+        async with asyncio.timeout(WAIT):
+            with pytest.raises(ConnectionResetError):
+                await writer
+    finally:
+        writer.cancel()
     assert len(b"".join(raw.written)) < page.nbytes
