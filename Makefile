@@ -22,7 +22,7 @@ test: install
 # The model-based and fuzzing tests, run long (make test runs them briefly).
 fuzz: install
 	STREAMGATE_FUZZ_EXAMPLES=$${STREAMGATE_FUZZ_EXAMPLES:-5000} $(BIN)/python -m pytest -q \
-		-p no:timeout tests/unit/test_chain_model.py tests/unit/test_feed_model.py
+		--timeout=0 tests/unit/test_chain_model.py tests/unit/test_feed_model.py
 
 cluster: install
 	$(BIN)/python -m ops.cluster up

@@ -272,8 +272,12 @@ class Hub:
         try:
             while r.chain.filling:
                 try:
-                    bounds = await self._log.bounds(r.name)
                     page = await self._log.read_after(r.name, format_id(r.chain.head), FILL_PAGE)
+                    # The trim mark read after the page: trims only move it
+                    # forward, so one at or below head proves the page
+                    # started right after head (read before, a trim could
+                    # slip in between and the page skip entries unseen).
+                    bounds = await self._log.bounds(r.name)
                 except StorageUnavailable:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 2.0)

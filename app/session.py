@@ -144,13 +144,16 @@ class Session:
             # Hold one page at a time, not a second: wait for room before reading.
             await self.outbox.room(self.outbox.page_bytes)
             try:
+                page = await self._hub.replay_page(room, feed.last, CATCH_UP_PAGE,
+                                                   self.outbox.page_bytes)
+                # Bounds read after the page (trims only move forward, so a
+                # trim mark at or below ``last`` now proves the page started
+                # right after it). Reading on past a trimmed stretch, or into
+                # another incarnation of the stream, would be a silent gap:
+                # close instead, and the client resumes knowing.
                 bounds = await self._log.bounds(room)
-                # Reading on past a trimmed stretch (or into another
-                # incarnation of the stream) would be a silent gap: close
-                # instead, and the client resumes knowing.
                 if feed.gap(parse_id(bounds.trim_mark), bounds.epoch or ""):
                     raise FellBehind(room)
-                page = await self._hub.replay_page(room, feed.last, CATCH_UP_PAGE, self.outbox.page_bytes)
             except StorageUnavailable:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)

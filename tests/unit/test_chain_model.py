@@ -146,7 +146,8 @@ class ChainModel(RuleBasedStateMachine):
             self.trimmed = True
 
     @precondition(lambda self: bool(self.chain.epoch)
-                  or (self.chain.head == ZERO and not self.chain.pending))
+                  or (self.chain.head == ZERO and not self.chain.pending
+                      and self.read_in_flight is None))
     @rule(lower=st.booleans())
     def lose_stream(self, lower: bool) -> None:
         """Redis restarts empty: a new incarnation, maybe with lower ids.
@@ -169,15 +170,17 @@ class ChainModel(RuleBasedStateMachine):
         self.read_wanted = False
         after = self.chain.head
         page = [e for e in self._readable() if e.key > after][:PAGE]
-        epoch = self.epoch if self.stream else ""
-        self.read_in_flight = (self._trim_mark(), epoch, page)
+        self.read_in_flight = (ZERO, "", page)
 
     @precondition(lambda self: self.read_in_flight is not None)
     @rule()
     def read_replies(self) -> None:
         assert self.read_in_flight is not None
-        mark, epoch, page = self.read_in_flight
+        _, _, page = self.read_in_flight
         self.read_in_flight = None
+        # The bounds are read after the page (as the hub does): trims and a
+        # lost stream in between show in them.
+        mark, epoch = self._trim_mark(), (self.epoch if self.stream else "")
         self._apply(self.chain.read_done(mark, epoch, [e.envelope() for e in page]))
 
     # -- checks ------------------------------------------------------------------
