@@ -157,6 +157,8 @@ class Tally:
         first = self.ids.setdefault(key, sid)
         if first is not sid and first != sid:
             self.id_mismatch += 1
+        if step < 0:  # a warm-up message: verified, not timed
+            return
         us = (now - sent) // 1000
         if us < _TWO_SUB:
             idx = us if us > 0 else 0

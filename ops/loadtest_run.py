@@ -69,6 +69,7 @@ class LoadConfig:
     watch_pids: list[int] = field(default_factory=list)  # e.g. Redis: CPU reported separately
     redis_url: str | None = None  # INFO commandstats per step (CONFIG RESETSTAT before each)
     idle_seconds: float = 0.0  # CPU of everything measured with all joined, nothing published
+    warm_up: bool = False  # one message per lane first, so no step pays for rooms' first entries
     cpus: list[int] | None = None  # pin the generator to these cores
     stop_on_fail: bool = False
     min_delivered: float = 0.999
@@ -279,6 +280,8 @@ class Run:
             joined = await self._connect()
             rss_joined = st.read_all(cfg.server_pids)
             await self._connect_publishers()
+            if cfg.warm_up:
+                await self._warm_up()
             if cfg.idle_seconds > 0:
                 await self._measure_idle()
             t0 = time.monotonic_ns()
@@ -334,6 +337,21 @@ class Run:
             else:
                 pub.share(self.pubs[j % cfg.publishers])
             self.pubs.append(pub)
+
+    async def _warm_up(self) -> None:
+        """One message per lane (step -1: verified like any other, not
+        timed), waited for: a room's first entry creates its stream and
+        epoch, and every instance reads the room once on its first
+        notification; a chat room has history, so none of that belongs in a
+        step."""
+        for p in self.pubs:
+            p.publish(-1)
+            await asyncio.sleep(0)
+        if not await _until(lambda: all(_pending(p) == 0 for p in self.pubs), 60.0):
+            raise RuntimeError("warm-up publishes were not confirmed")
+        # The deliveries (the workers report counts only from go on).
+        await asyncio.sleep(min(2.0, 0.3 + len(self.pubs) / 500))
+        self.say(f"warmed up {len(self.pubs)} rooms")
 
     async def _measure_idle(self) -> None:
         """CPU with every socket joined and nothing published (presence
@@ -457,7 +475,8 @@ class Run:
         cfg = self.cfg
         pubs = [PubRecord(p.index, p.room, p.sent_ns, p.steps, p.ids, p.ack_ns, p.errors)
                 for p in self.pubs]
-        checked = verify(pubs, finals, self.plans)
+        warm = [StepPlan(-1, 0.0, 0.0)] if cfg.warm_up else []  # verified too
+        checked = verify(pubs, finals, [*warm, *self.plans])
         rows = step_rows(pubs, finals, self.plans, checked, self.usage, cfg.criteria, self.windows)
         cpu = self._cpu(begin, end)
         all_hist = st.merged(h for f in finals for h in f["step_hist"].values())
