@@ -21,7 +21,7 @@ rather than per delivery (``ops.bench_rooms``; not in the default run):
 5. ``small-rooms``: 200 rooms of 10 (2,000 sockets), two publisher sockets,
    ~100-byte bodies round-robin over the rooms, the rate stepped up.
 6. ``many-rooms``: the same with 1,000 rooms of 10 (10,000 sockets).
-7. ``shared-rooms``: 5,000 sockets each in 20 rooms of ~100 members.
+7. ``shared-rooms``: 2,000 sockets each in 20 of 400 rooms (~100 members).
 
 Each reports messages/s and deliveries/s at the best passing step, server
 and Redis CPU per published message, Redis's ``INFO commandstats`` per

@@ -343,10 +343,10 @@ class Publisher:
     after ``retry_after`` seconds (safe by the contract), at most
     ``max_attempts`` times.
 
-    A lane either connects its own socket or :meth:`share`\ s another lane's
-    (one socket publishing to many rooms, as a chat client does); the
-    socket's owner hands each answer to its lane by the ``client_id``
-    (``run.lane.seq``).
+    A lane either connects its own socket or shares another lane's
+    (:meth:`share`: one socket publishing to many rooms, as a chat client
+    does); the socket's owner hands each answer to its lane by the
+    ``client_id`` (``run.lane.seq``).
     """
 
     def __init__(self, index: int, room: str, endpoint: Endpoint, *, pad: int = 0,

@@ -15,6 +15,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import orjson
+
+from ops.loadtest_client import Publisher
+from ops.loadtest_run import LoadConfig, members, room_members
+from ops.traffic import Endpoint
 from tests.support import Instance, RedisServer
 from tests.support.timeouts import scaled
 
@@ -70,3 +75,41 @@ def test_each_room_shape_is_verified_and_reported_per_message(
         assert calls["evalsha"] >= calls["xadd"], (phase, calls)
         assert f["idle_cpu_util"] is not None
     assert "| shape |" in done.stdout
+
+
+# --- the pure parts: who joins what, and whose answer is whose -----------------------
+
+
+def test_room_members_alternate_over_the_instances() -> None:
+    plan = members(LoadConfig(urls=["a", "b"], subscribers=40, rooms=4), "x")
+    by_room: dict[str, list[str]] = {}
+    for _, rooms, url in plan:
+        assert len(rooms) == 1
+        by_room.setdefault(rooms[0], []).append(url)
+    assert len(by_room) == 4
+    assert all(urls.count("a") == urls.count("b") == 5 for urls in by_room.values())
+
+
+def test_a_socket_in_several_rooms_joins_distinct_ones() -> None:
+    cfg = LoadConfig(urls=["a", "b"], subscribers=30, rooms=10, rooms_per_socket=3)
+    plan = members(cfg, "x")
+    assert all(len(set(rooms)) == 3 for _, rooms, _ in plan)
+    counts = room_members(plan)
+    assert sum(counts.values()) == 90 and set(counts) <= {f"lt-x-r{i}" for i in range(10)}
+    assert members(cfg, "x") == plan  # a fixed draw: runs compare
+
+
+def test_answers_on_a_shared_socket_reach_their_lane() -> None:
+    owner = Publisher(0, "r0", Endpoint("http://127.0.0.1:1"))
+    lane = Publisher(1, "r1", Endpoint("http://127.0.0.1:1"))
+    lane.share(owner)
+    for p in (owner, lane):
+        p.sent_ns.append(0)
+        p.steps.append(0)
+        p.ids.append(None)
+        p.ack_ns.append(0)
+    owner.on_text(orjson.dumps({"type": "published", "id": "5-0", "client_id": f"{owner.run}.1.0"}))
+    assert lane.ids == ["5-0"] and owner.ids == [None]
+    owner.on_text(orjson.dumps({"type": "error", "code": "forbidden", "ref": f"{owner.run}.0.0"}))
+    assert owner.errors == {"forbidden": 1} and lane.errors == {}
+    assert lane.closed is False and lane.owner is owner
