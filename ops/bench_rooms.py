@@ -235,7 +235,8 @@ def summary_table(results: dict[str, Any]) -> str:
         rows: list[tuple[str, dict[str, Any], str]] = []
         fixed = (res.get("fixed") or {}).get("per_message")
         if fixed:
-            rows.append(("fixed: 1 room of 1,000", fixed, str(res["fixed"].get("ok"))))
+            rows.append((f"fixed: 1 room of 1,000 (its one rate, passed: {fixed['pass']})", fixed,
+                         str(res["fixed"].get("ok"))))
         for phase in PHASES:
             f = res.get(phase)
             if f:
