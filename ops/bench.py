@@ -15,6 +15,18 @@ WebSocket implementation asked for (``--ws``), on fresh instances each time:
    all reconnect at once with ``since``: the time until every one of them
    has received all 10,000 (verified: count, order, last id) and ``joined``.
 
+The shapes chat products have, where the cost is per published message
+rather than per delivery (``ops.bench_rooms``; not in the default run):
+
+5. ``small-rooms``: 200 rooms of 10 (2,000 sockets), two publisher sockets,
+   ~100-byte bodies round-robin over the rooms, the rate stepped up.
+6. ``many-rooms``: the same with 1,000 rooms of 10 (10,000 sockets).
+7. ``shared-rooms``: 2,000 sockets each in 20 of 400 rooms (~100 members).
+
+Each reports messages/s and deliveries/s at the best passing step, server
+and Redis CPU per published message, Redis's ``INFO commandstats`` per
+call and the generator's own share of its core.
+
 Results go under ``bench/results/<time>/``: one JSON (+ PNG) per load run,
 ``summary.json`` and ``summary.md`` with the figures side by side, as
 ratios to the targets and to the first implementation measured.
@@ -30,12 +42,12 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ops import loadtest
+from ops import bench_rooms, loadtest
 from ops import loadtest_stats as st
 from ops import probes, procs
 from ops.loadtest_client import (
@@ -76,6 +88,7 @@ class Scenario:
     app_cwd: Path = procs.REPO_ROOT
     client: str = "picows"
     env: tuple[tuple[str, str], ...] = ()
+    rooms: bench_rooms.RoomsConfig = bench_rooms.RoomsConfig()
 
 
 def _cores() -> tuple[list[int] | None, list[int] | None]:
@@ -135,6 +148,14 @@ class Stack:
             probes.wait_http_ok(f"http://127.0.0.1:{p.port}/readyz", 30.0, watch=[p])
 
     @property
+    def redis_pid(self) -> int | None:
+        return self.redis.pid if self.redis else None
+
+    @property
+    def redis_url(self) -> str | None:
+        return f"redis://127.0.0.1:{self.redis.port}/0" if self.redis else None
+
+    @property
     def urls(self) -> list[str]:
         return [f"http://127.0.0.1:{p.port}" for p in self.apps]
 
@@ -164,7 +185,7 @@ def fanout(stack: Stack, sc: Scenario, ws: str, kind: str, other_cores: list[int
         step_seconds=sc.fixed_seconds if kind == "fixed" else sc.step_seconds,
         ramp_seconds=2.0 if kind == "fixed" else 0.0, procs=1, client=sc.client,
         server_pids=stack.app_pids, watch_pids=[stack.redis.pid] if stack.redis else [],
-        cpus=other_cores, stop_on_fail=kind == "steps", out=str(out_dir / f"{ws}-{kind}.json"),
+        redis_url=stack.redis_url, cpus=other_cores, stop_on_fail=kind == "steps", out=str(out_dir / f"{ws}-{kind}.json"),
         label=f"{ws}: {kind} ({sc.subscribers} subscribers, 1 room, 2 instances on one core)",
     )
     report = loadtest.run(cfg)
@@ -287,7 +308,7 @@ def run(sc: Scenario) -> dict[str, Any]:
     out_dir = sc.out / stamp
     out_dir.mkdir(parents=True, exist_ok=True)
     server_cores, other_cores = _cores()
-    raise_nofile(sc.idle + 2000)
+    raise_nofile(max(sc.idle, sc.rooms.most_sockets()) + 2000)
     if other_cores:
         os.sched_setaffinity(0, set(other_cores))
     print(f"bench: results in {out_dir}; servers on cores {server_cores}, Redis and generator "
@@ -296,7 +317,8 @@ def run(sc: Scenario) -> dict[str, Any]:
     results: dict[str, Any] = {"started": stamp, "host": {"cpus": os.cpu_count(),
                                "server_cores": server_cores, "other_cores": other_cores,
                                "loadavg_start": os.getloadavg()},
-                               "scenario": {k: (str(v) if isinstance(v, Path) else v)
+                               "scenario": {k: (str(v) if isinstance(v, Path) else
+                                                asdict(v) if is_dataclass(v) else v)
                                             for k, v in sc.__dict__.items()},
                                "targets": TARGETS, "by_ws": {}}
     try:
@@ -308,7 +330,7 @@ def run(sc: Scenario) -> dict[str, Any]:
     results["host"]["loadavg_end"] = os.getloadavg()
     results["comparison"] = compare(results["by_ws"])
     (out_dir / "summary.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
-    md = summary_table(results)
+    md = summary_table(results) + bench_rooms.summary_table(results)
     (out_dir / "summary.md").write_text(md)
     print(md, flush=True)
     return results
@@ -328,6 +350,10 @@ def _one_impl(stack: Stack, sc: Scenario, ws: str, other_cores: list[int] | None
                 res[phase] = idle_phase(stack, sc.idle, sc.client)
                 print(f"  idle: {res[phase]['connections']} connections, "
                       f"{res[phase]['kib_per_connection']} KiB RSS each", flush=True)
+            elif phase in bench_rooms.PHASES:
+                r = bench_rooms.run_phase(stack, sc.rooms, phase, ws, sc.client, other_cores,
+                                          out_dir)
+                res[phase] = bench_rooms.figures(r)
             elif phase == "replay":
                 res[phase] = replay_phase(stack, sc.missed, sc.replayers)
                 r = res[phase]
@@ -353,7 +379,8 @@ def _fanout_figures(r: dict[str, Any], phase: str) -> dict[str, Any]:
         out.update({"deliveries_per_s": row["deliveries_per_s"],
                     "deliveries_per_server_cpu_s": row["deliveries_per_server_cpu_s"],
                     "server_cpu_util": row["server_cpu_util"],
-                    "latency_ms": row["latency_ms"], "delivered_ratio": row["delivered_ratio"]})
+                    "latency_ms": row["latency_ms"], "delivered_ratio": row["delivered_ratio"],
+                    "per_message": bench_rooms.per_message(row, r)})
     else:
         out["headline"] = r["headline"]
         out["steps"] = [{"rate": x["rate"], "deliveries_per_s": x["deliveries_per_s"],
@@ -442,6 +469,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Scenario:
     ap.add_argument("--missed", type=int, default=10_000)
     ap.add_argument("--replayers", type=int, default=50)
     ap.add_argument("--client", choices=("picows", "websockets"), default="picows")
+    bench_rooms.add_args(ap)
     ap.add_argument("--app-cwd", default=str(procs.REPO_ROOT),
                     help="run the instances from this checkout (to measure a change)")
     ap.add_argument("--env", action="append", default=[], help="NAME=VALUE for the instances")
@@ -455,6 +483,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Scenario:
         idle=a.idle, missed=a.missed, replayers=a.replayers, client=a.client,
         app_cwd=Path(a.app_cwd), out=Path(a.out),
         env=tuple(tuple(e.split("=", 1)) for e in a.env),  # type: ignore[misc]
+        rooms=bench_rooms.from_args(a),
     )
 
 

@@ -1,8 +1,9 @@
 """``python -m ops.loadtest``: fan-out load against streamgate instances.
 
 Opens N subscriber sockets spread over one or more instance URLs (or one
-nginx URL) and R rooms, then P publishers send stamped messages at a target
-rate (a list of steps, the first one optionally ramped), verifies every
+nginx URL) and R rooms (each socket in one room, or in ``--rooms-per-socket``
+of them), then P publisher sockets send stamped messages, round-robin over
+the rooms, at a target rate (a list of steps, the first one optionally ramped), verifies every
 delivery by id (loss, duplicates, order, id integrity) and measures
 publish-to-delivery latency on the host's CLOCK_MONOTONIC. While it runs it
 prints one progress line per second; at the end it writes a JSON result and
@@ -117,7 +118,10 @@ def parse_args(argv: Sequence[str] | None = None) -> LoadConfig:
     ap.add_argument("--token", help="a JWT for AUTH_MODE=jwt (default: ?user=, AUTH_MODE=none)")
     ap.add_argument("--subscribers", "-n", type=int, default=100)
     ap.add_argument("--rooms", "-r", type=int, default=1)
-    ap.add_argument("--publishers", "-p", type=int, default=1)
+    ap.add_argument("--rooms-per-socket", type=int, default=1,
+                    help="each subscriber socket joins this many rooms (drawn at random)")
+    ap.add_argument("--publishers", "-p", type=int, default=1,
+                    help="publisher sockets (messages go round-robin over the rooms)")
     ap.add_argument("--rate", type=float, help="one step at this rate (messages/s, all publishers)")
     ap.add_argument("--steps", help="comma list of rates, one step each, e.g. 10,20,50")
     ap.add_argument("--step-seconds", "--duration", dest="step_seconds", type=float, default=10.0)
@@ -129,6 +133,10 @@ def parse_args(argv: Sequence[str] | None = None) -> LoadConfig:
     ap.add_argument("--server-pid", type=int, action="append", default=[])
     ap.add_argument("--watch-pid", type=int, action="append", default=[],
                     help="another pid whose CPU to report (e.g. Redis)")
+    ap.add_argument("--redis-url", help="report this Redis's INFO commandstats per step "
+                    "(resets its stats: CONFIG RESETSTAT)")
+    ap.add_argument("--idle-seconds", type=float, default=0.0,
+                    help="measure CPU this long with everyone joined, before publishing")
     ap.add_argument("--cpus", help="pin the generator to these cores, e.g. 1 or 1,2")
     ap.add_argument("--stop-on-fail", action="store_true",
                     help="stop stepping after a step whose p99 exceeds --abort-p99-ms")
@@ -147,7 +155,8 @@ def parse_args(argv: Sequence[str] | None = None) -> LoadConfig:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return LoadConfig(
         urls=a.url, token=a.token, subscribers=a.subscribers, rooms=a.rooms,
-        publishers=a.publishers, steps=steps, step_seconds=a.step_seconds, ramp_seconds=a.ramp,
+        rooms_per_socket=a.rooms_per_socket, publishers=a.publishers,
+        redis_url=a.redis_url, idle_seconds=a.idle_seconds, steps=steps, step_seconds=a.step_seconds, ramp_seconds=a.ramp,
         procs=a.procs, client=a.client, concurrency=a.concurrency, pad=a.pad,
         server_pids=a.server_pid, watch_pids=a.watch_pid,
         cpus=[int(c) for c in a.cpus.split(",")] if a.cpus else None,

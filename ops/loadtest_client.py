@@ -15,8 +15,10 @@ is CLOCK_MONOTONIC, one clock for every process on the host, so the
 publisher and subscriber processes may differ and the latency is still
 exact; the generator must therefore run on one host (it does: loopback).
 
-Accounting, per subscriber: every message body carries ``(publisher, seq,
-send time, step)``. A bitmap per publisher marks the seqs received, so a
+Accounting, per subscriber (one socket in one room; a socket joined to k
+rooms is k subscribers that share it): every message body carries
+``(publisher, seq, send time, step)``, where a publisher is one lane: one
+room's sequence of messages (several lanes may share one socket). A bitmap per publisher marks the seqs received, so a
 second arrival is a duplicate; stream ids must strictly increase, so a
 smaller one is a disorder; and the first id seen for each ``(publisher,
 seq)`` in this process must be the id every other subscriber sees too. Loss
@@ -75,11 +77,12 @@ def use_uvloop() -> None:
 
 @dataclass(slots=True, eq=False)
 class SubState:
-    """Everything one subscriber saw."""
+    """Everything one subscriber (one socket's membership of one room) saw."""
 
     name: str
     room: str
     url: str
+    socket: str = ""  # the socket's user name when it holds several rooms (else ``name``)
     instance: str | None = None
     join_id: str | None = None
     last_ms: int = -1  # the last stream id, as (ms, seq)
@@ -108,16 +111,17 @@ class Tally:
         self.id_mismatch = 0
         self.delivered = 0
 
-    def on_text(self, s: SubState, data: bytes | str) -> None:
+    def on_text(self, rooms: dict[str, SubState], data: bytes | str) -> None:
+        """One frame on a socket whose subscribers are ``rooms`` (room -> state)."""
         now = _mono()
         try:
             m = _loads(data)
             kind = m["type"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
-            s.foreign += 1
+            _any(rooms).foreign += 1
             return
         if kind != "message":
-            self._control(s, m, kind)
+            self._control(rooms, m, kind)
             return
         try:
             body = m["body"]
@@ -126,11 +130,9 @@ class Tally:
             sent = body["t"]
             step = body["k"]
             sid = m["id"]
+            s = rooms[m["room"]]
         except (KeyError, TypeError):
-            s.foreign += 1
-            return
-        if m["room"] != s.room:
-            s.foreign += 1
+            _any(rooms).foreign += 1
             return
         bm = s.bits.get(pub)
         byte = seq >> 3
@@ -155,6 +157,8 @@ class Tally:
         first = self.ids.setdefault(key, sid)
         if first is not sid and first != sid:
             self.id_mismatch += 1
+        if step < 0:  # a warm-up message: verified, not timed
+            return
         us = (now - sent) // 1000
         if us < _TWO_SUB:
             idx = us if us > 0 else 0
@@ -178,47 +182,61 @@ class Tally:
             h = self.sec_hist[sec] = new_hist()
         h[idx] += 1
 
-    def _control(self, s: SubState, m: dict[str, Any], kind: str) -> None:
+    def _control(self, rooms: dict[str, SubState], m: dict[str, Any], kind: str) -> None:
+        s = rooms.get(m.get("room"))  # type: ignore[arg-type]
         if kind == "welcome":
-            s.instance = str(m.get("instance"))
-        elif kind == "joined" and m.get("room") == s.room:
+            for s in rooms.values():
+                s.instance = str(m.get("instance"))
+        elif kind == "joined" and s is not None:
             s.join_id = str(m.get("last_id"))
             if s.joined is not None and not s.joined.done():
                 s.joined.set_result(None)
         elif kind == "error":
-            s.errors.append(str(m.get("code")))
-            if s.joined is not None and not s.joined.done():
-                s.joined.set_exception(RuntimeError(f"join refused: {m.get('code')}"))
+            for s in ([s] if s is not None else rooms.values()):
+                s.errors.append(str(m.get("code")))
+                if s.joined is not None and not s.joined.done():
+                    s.joined.set_exception(RuntimeError(f"join refused: {m.get('code')}"))
         else:
-            s.foreign += 1
+            _any(rooms).foreign += 1
+
+
+def _any(rooms: dict[str, SubState]) -> SubState:
+    return next(iter(rooms.values()))
 
 
 class _PicoSub(WSListener):  # type: ignore[misc,valid-type]
-    def __init__(self, tally: Tally, state: SubState) -> None:
+    def __init__(self, tally: Tally, rooms: dict[str, SubState]) -> None:
         self.tally = tally
-        self.state = state
+        self.rooms = rooms
 
     def on_ws_frame(self, transport: WSTransport, frame: Any) -> None:
         t = frame.msg_type
         if t == WSMsgType.TEXT:
-            self.tally.on_text(self.state, frame.get_payload_as_bytes())
+            self.tally.on_text(self.rooms, frame.get_payload_as_bytes())
         elif t == WSMsgType.CLOSE:
-            self.state.close_code = frame.get_close_code()
+            for s in self.rooms.values():
+                s.close_code = frame.get_close_code()
             transport.send_close(frame.get_close_code())
             transport.disconnect()
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
-        s = self.state
+        _closed(self.rooms.values(), None)
+
+
+def _closed(states: Any, code: int | None) -> None:
+    for s in states:
         s.closed = True
+        if code is not None:
+            s.close_code = code
         if s.joined is not None and not s.joined.done():
             s.joined.set_exception(ConnectionError("closed before joined"))
 
 
 class Connection:
-    """A subscriber's socket, whichever client library runs it."""
+    """A subscriber socket (one or more rooms), whichever client library runs it."""
 
-    def __init__(self, state: SubState, close: Callable[[], None]) -> None:
-        self.state = state
+    def __init__(self, states: Sequence[SubState], close: Callable[[], None]) -> None:
+        self.states = states
         self.close = close
 
 
@@ -226,33 +244,39 @@ def _headers(endpoint: Endpoint) -> dict[str, str]:
     return {"Sec-WebSocket-Protocol": ", ".join(endpoint.subprotocols())}
 
 
-async def open_subscriber(tally: Tally, state: SubState, endpoint: Endpoint, *,
+async def open_subscriber(tally: Tally, states: Sequence[SubState], endpoint: Endpoint, *,
                           client: str = "picows", since: str = "$",
                           timeout: float = 30.0) -> Connection:
-    """Connect, join ``state.room`` from ``since`` and return once ``joined`` came."""
+    """Connect one socket, join each state's room from ``since`` and return
+    once every ``joined`` came. The states share the socket (``socket``, or
+    the first one's ``name``, is its user)."""
     loop = asyncio.get_running_loop()
-    state.joined = loop.create_future()
-    join = orjson.dumps({"type": "join", "room": state.room, "since": since})
-    url = endpoint.ws_url(state.name)
+    rooms = {s.room: s for s in states}
+    for s in states:
+        s.joined = loop.create_future()
+    joins = [orjson.dumps({"type": "join", "room": s.room, "since": since}) for s in states]
+    url = endpoint.ws_url(states[0].socket or states[0].name)
     async with asyncio.timeout(timeout):
         if client == "picows":
             transport, _ = await ws_connect(
-                lambda: _PicoSub(tally, state), url, websocket_handshake_timeout=timeout,
+                lambda: _PicoSub(tally, rooms), url, websocket_handshake_timeout=timeout,
                 extra_headers=_headers(endpoint), enable_auto_pong=True)
-            transport.send(WSMsgType.TEXT, join)
-            conn = Connection(state, lambda: transport.disconnect(graceful=False))
+            for join in joins:
+                transport.send(WSMsgType.TEXT, join)
+            conn = Connection(states, lambda: transport.disconnect(graceful=False))
         else:
-            conn = await _open_websockets(tally, state, endpoint, url, join)
+            conn = await _open_websockets(tally, rooms, endpoint, url, joins)
         try:
-            await state.joined
+            for s in states:
+                await s.joined  # type: ignore[misc]
         except BaseException:
             conn.close()
             raise
     return conn
 
 
-async def _open_websockets(tally: Tally, state: SubState, endpoint: Endpoint, url: str,
-                           join: bytes) -> Connection:
+async def _open_websockets(tally: Tally, rooms: dict[str, SubState], endpoint: Endpoint,
+                           url: str, joins: list[bytes]) -> Connection:
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
 
@@ -262,46 +286,48 @@ async def _open_websockets(tally: Tally, state: SubState, endpoint: Endpoint, ur
     async def pump() -> None:
         try:
             async for raw in ws:
-                tally.on_text(state, raw)
+                tally.on_text(rooms, raw)
         except ConnectionClosed:
             pass
         finally:
-            state.closed = True
-            state.close_code = ws.close_code
-            if state.joined is not None and not state.joined.done():
-                state.joined.set_exception(ConnectionError("closed before joined"))
+            _closed(rooms.values(), ws.close_code)
 
     task = asyncio.create_task(pump())
-    await ws.send(join.decode())
+    for join in joins:
+        await ws.send(join.decode())
 
     def close() -> None:
         task.cancel()
         ws.transport.abort()
 
-    return Connection(state, close)
+    return Connection(list(rooms.values()), close)
 
 
 async def open_many(tally: Tally, states: Sequence[SubState], endpoints: dict[str, Endpoint], *,
                     client: str, concurrency: int, since: str = "$", timeout: float = 30.0,
                     on_progress: Callable[[int, int], None] | None = None,
                     ) -> tuple[list[Connection], list[str]]:
-    """Open every subscriber, ``concurrency`` handshakes at a time; return the
-    connections and one error text per subscriber that could not join."""
+    """Open every subscriber socket, ``concurrency`` handshakes at a time;
+    return the connections and one error text per socket that could not
+    join. States with the same ``socket`` share one socket."""
     sem = asyncio.Semaphore(concurrency)
     conns: list[Connection] = []
     errors: list[str] = []
+    sockets: dict[str, list[SubState]] = {}
+    for s in states:
+        sockets.setdefault(s.socket or s.name, []).append(s)
 
-    async def one(st: SubState) -> None:
+    async def one(group: list[SubState]) -> None:
         async with sem:
             try:
-                conns.append(await open_subscriber(tally, st, endpoints[st.url], client=client,
-                                                   since=since, timeout=timeout))
+                conns.append(await open_subscriber(tally, group, endpoints[group[0].url],
+                                                   client=client, since=since, timeout=timeout))
             except Exception as exc:  # noqa: BLE001 - counted and reported, not fatal
-                errors.append(f"{st.name}: {type(exc).__name__}: {exc}")
+                errors.append(f"{group[0].socket or group[0].name}: {type(exc).__name__}: {exc}")
             if on_progress is not None:
                 on_progress(len(conns), len(errors))
 
-    await asyncio.gather(*(one(st) for st in states))
+    await asyncio.gather(*(one(g) for g in sockets.values()))
     return conns, errors
 
 
@@ -311,10 +337,16 @@ async def open_many(tally: Tally, states: Sequence[SubState], endpoints: dict[st
 class Publisher:
     """Publishes stamped messages without waiting for each answer (pipelined).
 
-    Record per seq: send time, step, and the id from ``published``. On
+    One publisher is one lane: one room, one sequence of seqs. Record per
+    seq: send time, step, and the id from ``published``. On
     ``rate_limited`` / ``unavailable`` the same ``client_id`` is sent again
     after ``retry_after`` seconds (safe by the contract), at most
     ``max_attempts`` times.
+
+    A lane either connects its own socket or shares another lane's
+    (:meth:`share`: one socket publishing to many rooms, as a chat client
+    does); the socket's owner hands each answer to its lane by the
+    ``client_id`` (``run.lane.seq``).
     """
 
     def __init__(self, index: int, room: str, endpoint: Endpoint, *, pad: int = 0,
@@ -334,9 +366,21 @@ class Publisher:
         self.retry_after = retry_after
         self.max_attempts = max_attempts
         self.transport: Any = None
-        self.closed = False
+        self._closed = False
         self._welcome: asyncio.Future[None] | None = None
         self._ws: Any = None
+        self.owner: Publisher = self  # whose socket this lane publishes on
+        self.lanes: dict[int, Publisher] = {index: self}
+
+    def share(self, owner: Publisher) -> None:
+        """Publish on ``owner``'s socket instead of a socket of its own."""
+        self.owner = owner.owner
+        self.run = self.owner.run
+        self.owner.lanes[self.index] = self
+
+    @property
+    def closed(self) -> bool:
+        return self.owner._closed
 
     @property
     def confirmed(self) -> int:
@@ -356,7 +400,7 @@ class Publisher:
                             pub.on_text(frame.get_payload_as_bytes())
 
                     def on_ws_disconnected(self, transport: WSTransport) -> None:
-                        pub.closed = True
+                        pub._closed = True
 
                 self.transport, _ = await ws_connect(
                     _L, url, websocket_handshake_timeout=timeout,
@@ -373,16 +417,17 @@ class Publisher:
                             self.on_text(raw)
                     except Exception:  # noqa: BLE001 - a drop shows as unconfirmed messages
                         pass
-                    self.closed = True
+                    self._closed = True
 
                 self._pump = asyncio.create_task(pump())
             await self._welcome
 
     def _send_raw(self, frame: bytes) -> None:
-        if self.transport is not None:
-            self.transport.send(WSMsgType.TEXT, frame)
+        o = self.owner
+        if o.transport is not None:
+            o.transport.send(WSMsgType.TEXT, frame)
         else:
-            asyncio.ensure_future(self._ws.send(frame.decode()))
+            asyncio.ensure_future(o._ws.send(frame.decode()))
 
     def _frame(self, seq: int) -> bytes:
         body = {"p": self.index, "s": seq, "t": self.sent_ns[seq], "k": self.steps[seq]}
@@ -402,8 +447,22 @@ class Publisher:
         return seq
 
     def on_text(self, data: bytes | str) -> None:
+        """A frame on this lane's own socket: answers go to the lane they are for."""
         m = _loads(data)
         kind = m.get("type")
+        if kind == "published" or kind == "error":
+            self._lane(m.get("client_id" if kind == "published" else "ref"))._answer(kind, m)
+        elif kind == "welcome" and self._welcome is not None and not self._welcome.done():
+            self._welcome.set_result(None)
+
+    def _lane(self, cid: object) -> Publisher:
+        if len(self.lanes) > 1 and isinstance(cid, str):
+            parts = cid.split(".", 2)
+            if len(parts) == 3 and parts[0] == self.run and parts[1].isdigit():
+                return self.lanes.get(int(parts[1]), self)
+        return self
+
+    def _answer(self, kind: str, m: dict[str, Any]) -> None:
         if kind == "published":
             seq = self._seq(m.get("client_id"))
             if seq is not None and self.ids[seq] is None:
@@ -421,8 +480,6 @@ class Publisher:
                 asyncio.get_running_loop().call_later(self.retry_after, self._resend, seq)
             else:
                 self.attempts[seq] = -1  # given up
-        elif kind == "welcome" and self._welcome is not None and not self._welcome.done():
-            self._welcome.set_result(None)
 
     def _resend(self, seq: int) -> None:
         if not self.closed and self.ids[seq] is None:
@@ -437,6 +494,8 @@ class Publisher:
             return None
 
     def close(self) -> None:
+        if self.owner is not self:
+            return
         if self.transport is not None:
             self.transport.disconnect(graceful=False)
         elif self._ws is not None:

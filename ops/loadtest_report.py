@@ -145,13 +145,15 @@ def received_between(per_sec: Mapping[int, int], a: float, b: float) -> float:
 
 def step_rows(pubs: Sequence[PubRecord], workers: Sequence[Mapping[str, Any]],
               steps: Sequence[StepPlan], checked: Mapping[str, Any],
-              usage: Mapping[int, Mapping[str, float]], criteria: Mapping[str, float],
+              usage: Mapping[int, Mapping[str, Any]], criteria: Mapping[str, float],
               windows: Mapping[int, tuple[float, float]] | None = None,
               ) -> list[dict[str, Any]]:
     """One row per step. Loss and latency count the messages *published* in
     the step; throughput and deliveries per CPU-second count the deliveries
     *received* during the step's window, the same window the CPU was read
-    over (under overload the two differ: the backlog arrives later)."""
+    over (under overload the two differ: the backlog arrives later). CPU per
+    message divides the window's CPU by the messages confirmed in the step:
+    the cost of a message wherever it falls (publish, notify, fan-out)."""
     per_sec: dict[int, int] = {}
     for w in workers:
         for sec, h in w["sec_hist"].items():
@@ -170,6 +172,7 @@ def step_rows(pubs: Sequence[PubRecord], workers: Sequence[Mapping[str, Any]],
         u = usage.get(k, {})
         wall = u.get("wall_s") or plan.seconds
         server_cpu = u.get("server_cpu_s")
+        watched_cpu = u.get("watched_cpu_s")
         lat = st.summary(hist, max_us if hist else None)
         ratio_ok = st.ratio(got, exp)
         win = (windows or {}).get(k)
@@ -188,13 +191,23 @@ def step_rows(pubs: Sequence[PubRecord], workers: Sequence[Mapping[str, Any]],
             "latency_ms": lat,
             "server_cpu_s": server_cpu,
             "server_cpu_util": st.ratio(server_cpu, wall),
+            "messages_per_s": round(confirmed / wall, 1) if wall else None,
             "deliveries_per_server_cpu_s": (round(in_window / server_cpu) if server_cpu else None),
+            "server_cpu_us_per_message": _us_per(server_cpu, confirmed),
+            "server_cpu_us_per_delivery": _us_per(server_cpu, in_window),
             "generator_cpu_util": st.ratio(u.get("generator_cpu_s"), wall),
-            "watched_cpu_util": st.ratio(u.get("watched_cpu_s"), wall),
+            "generator_cpu_us_per_delivery": _us_per(u.get("generator_cpu_s"), in_window),
+            "watched_cpu_util": st.ratio(watched_cpu, wall),
+            "watched_cpu_us_per_message": _us_per(watched_cpu, confirmed),
+            "redis_commands": u.get("redis_commands"),
         }
         row["pass"] = passes(row, criteria)
         rows.append(row)
     return rows
+
+
+def _us_per(cpu_s: float | None, n: float) -> float | None:
+    return round(cpu_s * 1e6 / n, 2) if cpu_s is not None and n else None
 
 
 def passes(row: Mapping[str, Any], criteria: Mapping[str, float]) -> bool:
@@ -217,7 +230,10 @@ def headline(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
             "deliveries_per_s": best["deliveries_per_s"],
             "p99_ms": best["latency_ms"]["p99"],
             "delivered_ratio": best["delivered_ratio"],
-            "deliveries_per_server_cpu_s": best["deliveries_per_server_cpu_s"]}
+            "deliveries_per_server_cpu_s": best["deliveries_per_server_cpu_s"],
+            "messages_per_s": best.get("messages_per_s"),
+            "server_cpu_us_per_message": best.get("server_cpu_us_per_message"),
+            "watched_cpu_us_per_message": best.get("watched_cpu_us_per_message")}
 
 
 def timeline(workers: Sequence[Mapping[str, Any]], published_per_s: Mapping[int, int],

@@ -4,7 +4,14 @@ progress lines and the report (see :mod:`ops.loadtest` for the tool).
 Publishers and the schedule run in this process on uvloop; subscribers in
 ``LoadConfig.procs`` worker processes (:mod:`ops.loadtest_worker`). Process
 usage of the servers, the generator itself and any watched pid (Redis) is
-read from /proc at every step boundary and once a second.
+read from /proc at every step boundary and once a second; given
+``redis_url``, Redis's ``INFO commandstats`` is reset before each step and
+read after it.
+
+Who publishes where: one lane per room (or per publisher socket, if there
+are more sockets than rooms), lane j in room j % rooms on socket
+j % publishers, and the schedule takes the lanes in turn, so messages go
+round-robin over the rooms.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing as mp
 import os
+import random
 import sys
 import threading
 import time
@@ -19,6 +27,8 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
+
+import redis
 
 from ops import loadtest_stats as st
 from ops.loadtest_client import Publisher
@@ -44,7 +54,8 @@ class LoadConfig:
     urls: list[str]
     subscribers: int = 100
     rooms: int = 1
-    publishers: int = 1
+    rooms_per_socket: int = 1  # > 1: each socket joins this many rooms (see members())
+    publishers: int = 1  # publishing sockets; there is one lane per room
     steps: list[float] = field(default_factory=lambda: [100.0])  # messages/s, all publishers
     step_seconds: float = 10.0
     ramp_seconds: float = 0.0
@@ -56,6 +67,9 @@ class LoadConfig:
     token: str | None = None
     server_pids: list[int] = field(default_factory=list)
     watch_pids: list[int] = field(default_factory=list)  # e.g. Redis: CPU reported separately
+    redis_url: str | None = None  # INFO commandstats per step (CONFIG RESETSTAT before each)
+    idle_seconds: float = 0.0  # CPU of everything measured with all joined, nothing published
+    warm_up: bool = False  # one message per lane first, so no step pays for rooms' first entries
     cpus: list[int] | None = None  # pin the generator to these cores
     stop_on_fail: bool = False
     min_delivered: float = 0.999
@@ -81,13 +95,65 @@ class Progress:
             print(text, file=sys.stderr, flush=True)
 
 
+def room_name(run: str, r: int) -> str:
+    return f"lt-{run}-r{r}"
+
+
+def members(cfg: LoadConfig, run: str) -> list[tuple[str, tuple[str, ...], str]]:
+    """Every subscriber socket: (user name, rooms it joins, URL).
+
+    One room per socket: socket i joins room i % rooms, and member k of a
+    room connects to URL k % len(urls), so every room has members on every
+    instance (as behind a round-robin balancer: each instance handles each
+    message). Several rooms per socket: each socket joins
+    ``rooms_per_socket`` distinct rooms drawn at random with a fixed seed
+    (each room gets about subscribers x rooms_per_socket / rooms members),
+    socket i on URL i % len(urls).
+    """
+    n = len(cfg.urls)
+    if cfg.rooms_per_socket <= 1:
+        return [(f"lt-{run}-s{i}", (room_name(run, i % cfg.rooms),), cfg.urls[(i // cfg.rooms) % n])
+                for i in range(cfg.subscribers)]
+    rng = random.Random(1)
+    k = min(cfg.rooms_per_socket, cfg.rooms)
+    return [(f"lt-{run}-s{i}", tuple(room_name(run, r) for r in sorted(rng.sample(range(cfg.rooms), k))),
+             cfg.urls[i % n]) for i in range(cfg.subscribers)]
+
+
+def room_members(plan: list[tuple[str, tuple[str, ...], str]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for _, rooms, _ in plan:
+        for r in rooms:
+            out[r] = out.get(r, 0) + 1
+    return out
+
+
+class RedisStats:
+    """``INFO commandstats`` over one step: reset before, read after."""
+
+    def __init__(self, url: str) -> None:
+        self.client = redis.Redis.from_url(url, socket_timeout=5.0)
+
+    def reset(self) -> None:
+        self.client.config_resetstat()
+
+    def read(self) -> dict[str, dict[str, float]]:
+        info = self.client.info("commandstats")
+        return {k.removeprefix("cmdstat_"): {"calls": v["calls"], "usec": v["usec"],
+                                             "usec_per_call": v["usec_per_call"]}
+                for k, v in info.items() if v.get("calls")}
+
+    def close(self) -> None:
+        self.client.close()
+
+
 # --- workers ------------------------------------------------------------------------
 
 
 class Workers:
     """The subscriber processes and their pipes."""
 
-    def __init__(self, cfg: LoadConfig, run: str) -> None:
+    def __init__(self, cfg: LoadConfig, plan: list[tuple[str, tuple[str, ...], str]]) -> None:
         ctx = mp.get_context("spawn")
         self.pipes: list[Any] = []
         self.procs: list[Any] = []
@@ -96,9 +162,8 @@ class Workers:
         self.finals: list[dict[str, Any] | None] = []
         self.connecting: list[tuple[int, int]] = []
         self.ready: list[tuple[Any, ...] | None] = []
-        per: list[list[tuple[str, str, str]]] = [[] for _ in range(cfg.procs)]
-        for i in range(cfg.subscribers):
-            sub = (f"lt-{run}-s{i}", f"lt-{run}-r{i % cfg.rooms}", cfg.urls[i % len(cfg.urls)])
+        per: list[list[tuple[str, tuple[str, ...], str]]] = [[] for _ in range(cfg.procs)]
+        for i, sub in enumerate(plan):
             per[i % cfg.procs].append(sub)
         for subs in per:
             parent, child = ctx.Pipe()
@@ -181,12 +246,16 @@ class Run:
         self.id = uuid.uuid4().hex[:6]
         self.say = Progress(cfg.quiet).say
         self.plans = [StepPlan(i, r, cfg.step_seconds) for i, r in enumerate(cfg.steps)]
-        self.usage: dict[int, dict[str, float]] = {}
+        self.usage: dict[int, dict[str, Any]] = {}
         self.cpu_per_s: dict[int, dict[str, float]] = {}
         self.published_per_s: dict[int, int] = {}
         self.stopped_early: str | None = None
         self.windows: dict[int, tuple[float, float]] = {}  # step -> seconds since t0
-        self.pubs: list[Publisher] = []
+        self.pubs: list[Publisher] = []  # the lanes
+        self.plan = members(cfg, self.id)
+        self.room_members = room_members(self.plan)
+        self.redis = RedisStats(cfg.redis_url) if cfg.redis_url else None
+        self.idle: dict[str, float] | None = None
 
     def _pids(self) -> dict[str, list[int]]:
         return {"server": self.cfg.server_pids, "generator": [os.getpid(), *self.workers.pids],
@@ -205,12 +274,16 @@ class Run:
         started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.loadavg_start = os.getloadavg()
         rss_before = st.read_all(cfg.server_pids)
-        self.workers = Workers(cfg, self.id)
+        self.workers = Workers(cfg, self.plan)
         self.workers.listen(loop)
         try:
             joined = await self._connect()
             rss_joined = st.read_all(cfg.server_pids)
             await self._connect_publishers()
+            if cfg.warm_up:
+                await self._warm_up()
+            if cfg.idle_seconds > 0:
+                await self._measure_idle()
             t0 = time.monotonic_ns()
             self.workers.send(("go", t0))
             begin = self._read()
@@ -225,6 +298,8 @@ class Run:
             for p in self.pubs:
                 p.close()
             self.workers.stop()
+            if self.redis is not None:
+                self.redis.close()
         finals = [f for f in self.workers.finals if f is not None]
         if len(finals) != len(self.workers.finals):
             codes = [p.exitcode for p in self.workers.procs]
@@ -254,11 +329,40 @@ class Run:
 
     async def _connect_publishers(self) -> None:
         cfg = self.cfg
-        for j in range(cfg.publishers):
+        for j in range(max(cfg.rooms, cfg.publishers)):
             ep = Endpoint(cfg.urls[j % len(cfg.urls)], cfg.token)
-            pub = Publisher(j, f"lt-{self.id}-r{j % cfg.rooms}", ep, pad=cfg.pad)
-            await pub.connect(cfg.client)
+            pub = Publisher(j, room_name(self.id, j % cfg.rooms), ep, pad=cfg.pad)
+            if j < cfg.publishers:
+                await pub.connect(cfg.client)
+            else:
+                pub.share(self.pubs[j % cfg.publishers])
             self.pubs.append(pub)
+
+    async def _warm_up(self) -> None:
+        """One message per lane (step -1: verified like any other, not
+        timed), waited for: a room's first entry creates its stream and
+        epoch, and every instance reads the room once on its first
+        notification; a chat room has history, so none of that belongs in a
+        step."""
+        for p in self.pubs:
+            p.publish(-1)
+            await asyncio.sleep(0)
+        if not await _until(lambda: all(_pending(p) == 0 for p in self.pubs), 60.0):
+            raise RuntimeError("warm-up publishes were not confirmed")
+        # The deliveries (the workers report counts only from go on).
+        await asyncio.sleep(min(2.0, 0.3 + len(self.pubs) / 500))
+        self.say(f"warmed up {len(self.pubs)} rooms")
+
+    async def _measure_idle(self) -> None:
+        """CPU with every socket joined and nothing published (presence
+        refreshes, heartbeats): the floor under the per-message figures."""
+        before = self._read()
+        t = time.monotonic()
+        await asyncio.sleep(self.cfg.idle_seconds)
+        wall = time.monotonic() - t
+        cpu = self._cpu(before, self._read())
+        self.idle = {k.replace("_cpu_s", "_cpu_util"): round(v / wall, 4) for k, v in cpu.items()}
+        self.say(f"idle for {wall:.1f}s: " + ", ".join(f"{k} {v:.1%}" for k, v in self.idle.items()))
 
     def _due(self, plan: StepPlan, t: float) -> float:
         """Messages due ``t`` seconds into a step (the first one may ramp up)."""
@@ -276,6 +380,8 @@ class Run:
         rr = 0
         sent_total = 0
         for plan in self.plans:
+            if self.redis is not None:
+                self.redis.reset()
             before = self._read()
             start = time.monotonic()
             seconds = plan.seconds + (cfg.ramp_seconds if plan.index == 0 else 0.0)
@@ -311,6 +417,8 @@ class Run:
                 await asyncio.sleep(min(0.02, max(0.0005, gap)))
             after = self._read()
             self.usage[plan.index] = {"wall_s": time.monotonic() - start, **self._cpu(before, after)}
+            if self.redis is not None:
+                self.usage[plan.index]["redis_commands"] = self.redis.read()
             self.windows[plan.index] = ((start * 1e9 - t0) / 1e9, (time.monotonic_ns() - t0) / 1e9)
             if self.stopped_early:
                 break
@@ -359,9 +467,7 @@ class Run:
         await asyncio.sleep(1.1)  # one more tick from every worker
 
     def _room_subs(self, room: str) -> int:
-        n = sum(1 for i in range(self.cfg.subscribers)
-                if f"lt-{self.id}-r{i % self.cfg.rooms}" == room)
-        return n
+        return self.room_members.get(room, 0)
 
     def _report(self, started_at: str, finals: list[dict[str, Any]], joined: int,
                 rss_before: dict[int, st.Usage | None], rss_joined: dict[int, st.Usage | None],
@@ -369,7 +475,8 @@ class Run:
         cfg = self.cfg
         pubs = [PubRecord(p.index, p.room, p.sent_ns, p.steps, p.ids, p.ack_ns, p.errors)
                 for p in self.pubs]
-        checked = verify(pubs, finals, self.plans)
+        warm = [StepPlan(-1, 0.0, 0.0)] if cfg.warm_up else []  # verified too
+        checked = verify(pubs, finals, [*warm, *self.plans])
         rows = step_rows(pubs, finals, self.plans, checked, self.usage, cfg.criteria, self.windows)
         cpu = self._cpu(begin, end)
         all_hist = st.merged(h for f in finals for h in f["step_hist"].values())
@@ -394,10 +501,10 @@ class Run:
         totals["latency_ms"] = st.summary(all_hist, max_us)
         ok = (checked["lost"] == 0 and checked["duplicates"] == 0 and checked["disorder"] == 0
               and checked["id_mismatch"] == 0 and checked["subscribers_closed"] == 0)
-        instances: dict[str, int] = {}
+        instances: dict[str, int] = {}  # sockets per instance
         for f in finals:
-            for s in f["subs"]:
-                instances[str(s["instance"])] = instances.get(str(s["instance"]), 0) + 1
+            for sock, inst in {s["socket"]: s["instance"] for s in f["subs"]}.items():
+                instances[str(inst)] = instances.get(str(inst), 0) + 1
         report = {
             "tool": "ops.loadtest",
             "label": cfg.label,
@@ -409,6 +516,13 @@ class Run:
                      "loadavg_end": os.getloadavg(),
                      "generator_affinity": sorted(os.sched_getaffinity(0))},
             "ok": ok,
+            "shape": {"sockets": cfg.subscribers, "rooms": cfg.rooms,
+                      "rooms_per_socket": cfg.rooms_per_socket,
+                      "memberships": sum(self.room_members.values()),
+                      "members_per_room_min": min(self.room_members.values(), default=0),
+                      "members_per_room_max": max(self.room_members.values(), default=0),
+                      "publisher_sockets": cfg.publishers, "lanes": len(self.pubs)},
+            "idle_cpu_util": self.idle,
             "subscribers": {"wanted": cfg.subscribers, "joined": joined,
                             "failed": cfg.subscribers - joined,
                             "errors": self.open_errors[:20], "by_instance": instances},

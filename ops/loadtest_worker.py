@@ -56,10 +56,23 @@ def _final(tally: Tally, states: Sequence[SubState], open_errors: list[str]) -> 
             {"name": s.name, "room": s.room, "instance": s.instance, "received": s.received,
              "duplicates": s.duplicates, "disorder": s.disorder, "foreign": s.foreign,
              "errors": s.errors, "closed": s.closed, "close_code": s.close_code,
-             "bits": {p: bytes(b) for p, b in s.bits.items()}}
+             "socket": s.socket or s.name,
+             # Trailing zero bytes carry nothing (little-endian bitmaps).
+             "bits": {p: bytes(b).rstrip(b"\0") for p, b in s.bits.items()}}
             for s in states
         ],
     }
+
+
+def _states(subs: Sequence[tuple[str, Sequence[str], str]]) -> list[SubState]:
+    """One state per (socket, room): a socket in k rooms is k subscribers."""
+    out = []
+    for name, rooms, url in subs:
+        if len(rooms) == 1:
+            out.append(SubState(name, rooms[0], url))
+        else:
+            out.extend(SubState(f"{name}/{room}", room, url, socket=name) for room in rooms)
+    return out
 
 
 def worker_main(conn: Any, spec: dict[str, Any]) -> None:
@@ -86,7 +99,7 @@ async def _worker(conn: Any, spec: dict[str, Any]) -> None:
     threading.Thread(target=read_commands, daemon=True).start()
     tally = Tally()
     endpoints = {u: Endpoint(u, spec.get("token")) for u in spec["urls"]}
-    states = [SubState(name, room, url) for name, room, url in spec["subs"]]
+    states = _states(spec["subs"])
     last_report = 0.0
 
     def progress(ok: int, bad: int) -> None:
