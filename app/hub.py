@@ -47,6 +47,11 @@ PAGE_CACHE_BYTES = 4 * 2**20
 # row gives the room up: its members are told they lost entries (they close
 # with 4408 and resume elsewhere) rather than wait for live delivery in vain.
 FILL_FAILURES = 3
+# Fills reading at once. After the Pub/Sub link is rebuilt every local room
+# fills; a thousand rooms reading at once would queue a thousand round trips
+# behind each other, starve the live path and exhaust the connection pool.
+# Rooms waiting for a slot keep buffering their notifications (bounded).
+FILL_SLOTS = 16
 
 
 class Member(Protocol):
@@ -92,6 +97,7 @@ class Hub:
         self._on_handover = on_handover
         self._rooms: dict[str, _Room] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._fill_slots = asyncio.Semaphore(FILL_SLOTS)
         self._pages = PageCache(PAGE_CACHE_BYTES)
         self._reading: dict[tuple[str, StreamId, int], asyncio.Task[Page]] = {}
 
@@ -272,12 +278,16 @@ class Hub:
         try:
             while r.chain.filling:
                 try:
-                    page = await self._log.read_after(r.name, format_id(r.chain.head), FILL_PAGE)
-                    # The trim mark read after the page: trims only move it
-                    # forward, so one at or below head proves the page
-                    # started right after head (read before, a trim could
-                    # slip in between and the page skip entries unseen).
-                    bounds = await self._log.bounds(r.name)
+                    async with self._fill_slots:
+                        if not r.chain.filling:
+                            break
+                        page = await self._log.read_after(r.name, format_id(r.chain.head),
+                                                          FILL_PAGE)
+                        # The trim mark read after the page: trims only move
+                        # it forward, so one at or below head proves the page
+                        # started right after head (read before, a trim could
+                        # slip in between and the page skip entries unseen).
+                        bounds = await self._log.bounds(r.name)
                 except StorageUnavailable:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 2.0)
