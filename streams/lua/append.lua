@@ -38,8 +38,15 @@ if not fresh then
   prev = last[1][1]
 end
 
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
-                      'u', ARGV[2], 'b', ARGV[3], 'c', cid)
+-- Only a client's id is kept with the entry (for operators): an internal
+-- one would cost every entry ~50 bytes and is never read back.
+local id
+if string.sub(cid, 1, 2) == 'c:' then
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+                  'u', ARGV[2], 'b', ARGV[3], 'c', cid)
+else
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'u', ARGV[2], 'b', ARGV[3])
+end
 redis.call('SET', KEYS[2], id, 'EX', ARGV[5])
 
 if fresh then
