@@ -58,6 +58,8 @@ def _redis_report(stats: dict[str, dict[str, float]], n: int, cpu_s: float) -> d
         "commandstats_usec_per_append": round(
             sum(v["usec"] for c, v in stats.items() if c not in ("config|resetstat", "info")) / n, 1),
         "calls_per_append": per_append,
+        "usec_per_call": {cmd: v["usec_per_call"] for cmd, v in sorted(stats.items())
+                          if per_append.get(cmd, 0) >= 0.5},
     }
 
 
@@ -226,7 +228,6 @@ def _start_app(root: Path, redis_port: int, args: argparse.Namespace) -> procs.P
            "CONTROL_RATE": "1000000", "CONTROL_BURST": "1000000", "MAX_JOINS": "100000",
            "KEY_PREFIX": f"pb{uuid.uuid4().hex[:6]}", "INSTANCE_ID": "pubbench",
            "LOG_FORMAT": "json"}
-    env.pop("PYTHONPATH", None)
     cmd = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
            "--port", str(port), "--ws", args.ws, "--no-access-log", "--log-level", "warning"]
     cwd = Path(args.app_cwd).resolve() if args.app_cwd else procs.REPO_ROOT
