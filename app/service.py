@@ -142,6 +142,12 @@ class Service:
             raise Forbidden(room)
         return await self._store(who, room, body_json, client_id)
 
+    @property
+    def publishes_keep_order(self) -> bool:
+        """Whether publishes started one after another are stored in that
+        order while they overlap (see ``RoomLog.ordered``)."""
+        return self.log.ordered
+
     def start_publish(self, who: Principal, room: str, body_json: str,
                       client_id: str | None) -> asyncio.Future[Appended]:
         """``publish`` begun now and answered later, so that a socket can

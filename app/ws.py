@@ -7,7 +7,8 @@ instance is draining, 1011 a bug.
 
 Publishes are pipelined: the reader starts a publish and reads the next
 frame while it is stored (so the publishes of one socket can share a Redis
-pipeline, see streams/batch.py), up to ``MAX_IN_FLIGHT`` at a time. Their
+pipeline, see streams/batch.py), up to ``MAX_IN_FLIGHT`` at a time (one
+with replica durability, whose appends do not keep call order). Their
 answers (``published`` or an error about that publish) go out in the order
 the frames came; any other frame waits until every publish before it is
 answered, so a join, leave or ack is handled as if the publishes before it
@@ -126,6 +127,8 @@ class Connection:
         # Publishes started and not yet answered, in frame order.
         self._in_flight: deque[tuple[p.Publish, asyncio.Future[Appended]]] = deque()
         self._ended = False
+        # Only a log that stores appends in call order lets them overlap.
+        self._window = MAX_IN_FLIGHT if svc.publishes_keep_order else 1
         self._reader: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._too_slow = False
@@ -325,7 +328,7 @@ class Connection:
                 pending.set_exception(exc)
         self._in_flight.append((frame, pending))
         pending.add_done_callback(self._answer_ready)
-        if len(self._in_flight) >= MAX_IN_FLIGHT:
+        if len(self._in_flight) >= self._window:
             await asyncio.wait([self._in_flight[0][1]])
             self._answer_ready()
 

@@ -118,6 +118,14 @@ class RoomLog:
         self._bounds_read = redis.register_script("#!lua flags=no-writes\n" + bounds)
         self._bounds_adopt = redis.register_script("#!lua\n" + bounds)
 
+    @property
+    def ordered(self) -> bool:
+        """Whether appends are stored in the order they are called, however
+        many are in flight (batched: leader durability). Replica durability
+        runs each append on its own connection: a caller that needs order
+        waits for one before the next."""
+        return self._acks is None
+
     async def _retry(self, call):  # type: ignore[no-untyped-def]
         return await self._policy.run(call)
 
