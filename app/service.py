@@ -140,6 +140,24 @@ class Service:
                       client_id: str | None) -> Appended:
         if not who.may_publish(room):
             raise Forbidden(room)
+        return await self._store(who, room, body_json, client_id)
+
+    @property
+    def publishes_keep_order(self) -> bool:
+        """Whether publishes started one after another are stored in that
+        order while they overlap (see ``RoomLog.ordered``)."""
+        return self.log.ordered
+
+    def start_publish(self, who: Principal, room: str, body_json: str,
+                      client_id: str | None) -> asyncio.Future[Appended]:
+        """``publish`` begun now and answered later, so that a socket can
+        read its next frame meanwhile; rights are checked here (Forbidden)."""
+        if not who.may_publish(room):
+            raise Forbidden(room)
+        return asyncio.ensure_future(self._store(who, room, body_json, client_id))
+
+    async def _store(self, who: Principal, room: str, body_json: str,
+                     client_id: str | None) -> Appended:
         started = time.perf_counter()
         try:
             result = await self.log.append(room, who.user, body_json, client_id)

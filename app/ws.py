@@ -4,6 +4,15 @@ Each connection runs three tasks: the reader below, the outbox writer and
 the session's catch-up worker. Whichever ends first ends the connection, and
 the close code says why: 4408 too slow, 4401 token expired, 1012 the
 instance is draining, 1011 a bug.
+
+Publishes are pipelined: the reader starts a publish and reads the next
+frame while it is stored (so the publishes of one socket can share a Redis
+pipeline, see streams/batch.py), up to ``MAX_IN_FLIGHT`` at a time (one
+with replica durability, whose appends do not keep call order). Their
+answers (``published`` or an error about that publish) go out in the order
+the frames came; any other frame waits until every publish before it is
+answered, so a join, leave or ack is handled as if the publishes before it
+were done one at a time.
 """
 
 from __future__ import annotations
@@ -11,12 +20,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 
 from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from streams.bounded import cancel_and_wait
-from streams.log import BeyondEnd
+from streams.log import Appended, BeyondEnd
 from streams.retry import StorageUnavailable
 
 from . import protocol as p
@@ -33,6 +43,13 @@ SUBPROTOCOL = "streamgate.v1"
 TOKEN_SUBPROTOCOL_PREFIX = "bearer."
 # How long a closing connection waits for its own tasks to end.
 TASKS_STOP_S = 1.0
+# Publishes of one socket being stored at once; the next one waits.
+MAX_IN_FLIGHT = 64
+
+
+class _RateLimited(Exception):
+    """A publish refused by the socket's bucket while earlier ones are in
+    flight: answered in its turn."""
 
 
 class _Closed(Exception):
@@ -105,7 +122,13 @@ class Connection:
         self.bucket = TokenBucket(s.publish_rate, s.publish_burst)
         self.control = TokenBucket(s.control_rate, s.control_burst)
         self._closing: _Closed | None = None
+        self._settle_by = 0.0  # draining: when publishes in flight are abandoned
         self._busy = False
+        # Publishes started and not yet answered, in frame order.
+        self._in_flight: deque[tuple[p.Publish, asyncio.Future[Appended]]] = deque()
+        self._ended = False
+        # Only a log that stores appends in call order lets them overlap.
+        self._window = MAX_IN_FLIGHT if svc.publishes_keep_order else 1
         self._reader: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._too_slow = False
@@ -142,9 +165,13 @@ class Connection:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             code, reason = self._outcome(next(iter(done)))
             if self._closing is not None:
+                await self._settle(self._settle_by - time.monotonic())
                 # Draining: let the answers already queued reach the client.
                 await self.outbox.flushed(timeout_s=1.0)
         finally:
+            self._ended = True
+            for _frame, pending in self._in_flight:
+                pending.cancel()
             try:
                 # A task stuck in a Redis call (a publish, a join) that does
                 # not honour its cancellation is left behind, not waited for.
@@ -183,11 +210,12 @@ class Connection:
 
     async def drain(self, patience_s: float, code: int = p.CLOSE_RESTARTING,
                     reason: str = "instance restarting") -> None:
-        """Finish the frame being handled (a publish in flight completes and
-        is answered), then close with ``code``. A publish still waiting for
-        storage after ``patience_s`` is abandoned and answered
+        """Finish the frame being handled and the publishes in flight (they
+        complete and are answered), then close with ``code``. A publish still
+        waiting for storage after ``patience_s`` is abandoned and answered
         ``unavailable``: retrying it with the same client_id is safe."""
         self._closing = _Closed(code, reason)
+        self._settle_by = time.monotonic() + patience_s
         if self._reader is not None:
             if not self._busy:
                 self._reader.cancel()
@@ -266,10 +294,14 @@ class Connection:
                 self._busy = False
 
     async def _handle(self, frame: p.ClientFrame) -> None:
+        if isinstance(frame, p.Publish):
+            await self._publish(frame)
+            return
+        if self._in_flight:  # answered after the publishes before it
+            await asyncio.wait([pending for _, pending in self._in_flight])
+            self._answer_ready()
         if isinstance(frame, p.Ping):
             self.reply(p.PONG_FRAME, "pong")
-        elif isinstance(frame, p.Publish):
-            await self._publish(frame)
         elif not self.control.take():
             # join, leave and ack each cost Redis work (a join: a replay and
             # maybe a subscription), so they draw on their own bucket.
@@ -284,24 +316,77 @@ class Connection:
             await self._ack(frame)
 
     async def _publish(self, frame: p.Publish) -> None:
-        ref = frame.client_id or frame.room
         if not self.bucket.take():
             self.svc.metrics.rate_limited.inc()
-            self.error("rate_limited", "publishing too fast; slow down and retry", ref)
-            return
-        try:
-            res = await self.svc.publish(self.who, frame.room, frame.body, frame.client_id)
-        except asyncio.CancelledError:
-            if self._closing is not None:  # abandoned by the drain: say so
-                self.error("unavailable", "instance restarting; retry with the same client_id", ref)
-            raise
-        except Forbidden:
-            self.error("forbidden", "not allowed to publish here", ref)
-        except StorageUnavailable:
-            self.error("unavailable", "storage could not confirm; retry with the same client_id", ref)
+            if not self._in_flight:
+                self._answer(frame, None, _RateLimited())
+                return
+            pending: asyncio.Future[Appended] = asyncio.get_running_loop().create_future()
+            pending.set_exception(_RateLimited())
         else:
-            self.reply(p.published_frame(frame.room, res.id, frame.client_id, res.duplicate),
-                       "published")
+            try:
+                pending = self.svc.start_publish(self.who, frame.room, frame.body,
+                                                 frame.client_id)
+            except Forbidden as exc:
+                if not self._in_flight:
+                    self._answer(frame, None, exc)
+                    return
+                pending = asyncio.get_running_loop().create_future()
+                pending.set_exception(exc)
+        self._in_flight.append((frame, pending))
+        pending.add_done_callback(self._answer_ready)
+        if len(self._in_flight) >= self._window:
+            await asyncio.wait([self._in_flight[0][1]])
+            self._answer_ready()
+
+    def _answer_ready(self, _: object = None) -> None:
+        """Answer the publishes at the head of the line that are done."""
+        queue = self._in_flight
+        while queue and queue[0][1].done() and not self._ended:
+            frame, pending = queue.popleft()
+            if pending.cancelled():
+                self._answer(frame, None, asyncio.CancelledError())
+            else:
+                self._answer(frame, pending.result() if pending.exception() is None else None,
+                             pending.exception())
+
+    def _answer(self, frame: p.Publish, res: Appended | None, exc: BaseException | None) -> None:
+        ref = frame.client_id or frame.room
+        try:
+            if res is not None:
+                self.reply(p.published_frame(frame.room, res.id, frame.client_id, res.duplicate),
+                           "published")
+            elif isinstance(exc, _RateLimited):
+                self.error("rate_limited", "publishing too fast; slow down and retry", ref)
+            elif isinstance(exc, Forbidden):
+                self.error("forbidden", "not allowed to publish here", ref)
+            elif isinstance(exc, StorageUnavailable):
+                self.error("unavailable", "storage could not confirm; retry with the same client_id", ref)
+            elif isinstance(exc, asyncio.CancelledError):  # abandoned by the drain
+                self.error("unavailable", "instance restarting; retry with the same client_id", ref)
+            else:
+                log.error("publish failed", exc_info=exc, extra={"user": self.who.user})
+                self.error("unavailable", "the message may or may not be stored; retry with "
+                           "the same client_id", ref)
+        except TooSlow:
+            # Not even an answer fits: the socket ends as too slow (the
+            # reader or a callback may be the one answering).
+            self._ended = True
+            self._too_slow = True
+            if self._writer is not None:
+                self._writer.cancel()
+
+    async def _settle(self, patience_s: float) -> None:
+        """Draining: publishes in flight get ``patience_s`` to be stored and
+        answered; the rest are abandoned and answered ``unavailable``."""
+        if self._in_flight and patience_s > 0:
+            await asyncio.wait([pending for _, pending in self._in_flight], timeout=patience_s)
+        self._answer_ready()
+        while self._in_flight:
+            frame, pending = self._in_flight.popleft()
+            pending.cancel()
+            if not self._ended:
+                self._answer(frame, None, asyncio.CancelledError())
 
     async def _join(self, frame: p.Join) -> None:
         svc, who = self.svc, self.who

@@ -5,8 +5,9 @@ Stored entry (``P:{R}:log``, written by ``lua/append.lua``)::
 
     u  sender (a user id)
     b  body, as compact JSON text (never decoded on the way out)
-    c  ``c:<client_id>`` or an internal ``i:<uuid>`` (the idempotency record's
-       name; not read back)
+    c  ``c:<client_id>``, only when the client gave one (the idempotency
+       record's name; not read back). A publish without one has an internal
+       ``i:<token>`` record but no ``c`` field.
 
 Notification (``P:{R}:live``, published by ``lua/append.lua`` or, in replica
 mode, ``lua/confirm.lua`` from the stored fields)::

@@ -6,6 +6,8 @@
 -- ARGV[3] body (JSON text)       ARGV[4] 'c:'+client_id, or an internal 'i:' id
 -- ARGV[5] idempotency TTL (s)    ARGV[6] Pub/Sub channel ('' = do not notify)
 -- ARGV[7] a fresh random epoch token (Lua's random is deterministic)
+-- ARGV[8] '1' when this call may repeat one that already ran (a retry),
+--         '0' on a first attempt
 --
 -- Returns {id, duplicate (0/1), prev}. `prev` is the id of the entry stored
 -- just before this one ('0-0' for the first), so that every receiver of the
@@ -20,7 +22,8 @@
 -- so a reader can tell a recreated stream from the one it read before. In
 -- replica mode the WAIT that follows on the same connection covers it.
 local cid = ARGV[4]  -- never empty: an internal one when the client gave none
-local seen = redis.call('GET', KEYS[2])
+-- An internal id is new on a first attempt: only a retry can find a record.
+local seen = (ARGV[8] ~= '0' or string.sub(cid, 1, 2) ~= 'i:') and redis.call('GET', KEYS[2])
 if seen then
   -- Rewrite the record: a write of this connection that replicates after
   -- the original entry, so a WAIT that follows covers the original too.
@@ -35,8 +38,15 @@ if not fresh then
   prev = last[1][1]
 end
 
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
-                      'u', ARGV[2], 'b', ARGV[3], 'c', cid)
+-- Only a client's id is kept with the entry (for operators): an internal
+-- one would cost every entry ~50 bytes and is never read back.
+local id
+if string.sub(cid, 1, 2) == 'c:' then
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+                  'u', ARGV[2], 'b', ARGV[3], 'c', cid)
+else
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'u', ARGV[2], 'b', ARGV[3])
+end
 redis.call('SET', KEYS[2], id, 'EX', ARGV[5])
 
 if fresh then
