@@ -52,6 +52,17 @@ class _RateLimited(Exception):
     flight: answered in its turn."""
 
 
+class _Refused(Exception):
+    """A frame refused before it was handled (too large, binary, invalid)
+    while publishes are in flight: its error is answered in its turn."""
+
+    def __init__(self, code: str, reason: str, ref: str | None) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+        self.ref = ref
+
+
 class _Closed(Exception):
     def __init__(self, code: int, reason: str = "") -> None:
         self.code = code
@@ -125,7 +136,9 @@ class Connection:
         self._settle_by = 0.0  # draining: when publishes in flight are abandoned
         self._busy = False
         # Publishes started and not yet answered, in frame order.
-        self._in_flight: deque[tuple[p.Publish, asyncio.Future[Appended]]] = deque()
+        # Publishes (and frames refused behind them) in the order received,
+        # answered in that order as they complete.
+        self._in_flight: deque[tuple[p.Publish | None, asyncio.Future[Appended]]] = deque()
         self._ended = False
         # Only a log that stores appends in call order lets them overlap.
         self._window = MAX_IN_FLIGHT if svc.publishes_keep_order else 1
@@ -171,6 +184,8 @@ class Connection:
         finally:
             self._ended = True
             for _frame, pending in self._in_flight:
+                if pending.done() and not pending.cancelled():
+                    pending.exception()  # refused or failed: nobody is left to answer
                 pending.cancel()
             try:
                 # A task stuck in a Redis call (a publish, a join) that does
@@ -274,17 +289,17 @@ class Connection:
                 size = len(msg.get("bytes") or b"")
             if size > limit:
                 metrics.received("too_large")
-                self.error("too_large", f"frames are limited to {limit} bytes", None)
+                self._refuse("too_large", f"frames are limited to {limit} bytes", None)
                 continue
             if text is None:
                 metrics.received("binary")
-                self.error("bad_frame", "binary frames are not accepted; send JSON text", None)
+                self._refuse("bad_frame", "binary frames are not accepted; send JSON text", None)
                 continue
             try:
                 frame = p.parse_frame(text, self.svc.settings.max_body_bytes)
             except p.FrameError as exc:
                 metrics.received("invalid")
-                self.error(exc.code, exc.reason, exc.ref)
+                self._refuse(exc.code, exc.reason, exc.ref)
                 continue
             metrics.received(type(frame).__name__.lower())
             self._busy = True
@@ -339,16 +354,37 @@ class Connection:
             await asyncio.wait([self._in_flight[0][1]])
             self._answer_ready()
 
+    def _refuse(self, code: str, reason: str, ref: str | None) -> None:
+        """Answer a refused frame now, or in its turn behind the publishes
+        still in flight: every answer goes out in the order of the frames."""
+        if not self._in_flight:
+            self.error(code, reason, ref)
+            return
+        refused: asyncio.Future[Appended] = asyncio.get_running_loop().create_future()
+        refused.set_exception(_Refused(code, reason, ref))
+        self._in_flight.append((None, refused))
+
     def _answer_ready(self, _: object = None) -> None:
         """Answer the publishes at the head of the line that are done."""
         queue = self._in_flight
         while queue and queue[0][1].done() and not self._ended:
             frame, pending = queue.popleft()
-            if pending.cancelled():
-                self._answer(frame, None, asyncio.CancelledError())
-            else:
-                self._answer(frame, pending.result() if pending.exception() is None else None,
-                             pending.exception())
+            self._answer_done(frame, pending)
+
+    def _answer_done(self, frame: p.Publish | None, pending: asyncio.Future[Appended]) -> None:
+        if pending.cancelled() or not pending.done():  # abandoned by the drain
+            exc: BaseException | None = asyncio.CancelledError()
+        else:
+            exc = pending.exception()
+        if isinstance(exc, _Refused):
+            try:
+                self.error(exc.code, exc.reason, exc.ref)
+            except TooSlow:
+                self._ended = self._too_slow = True
+                if self._writer is not None:
+                    self._writer.cancel()
+        elif frame is not None:
+            self._answer(frame, pending.result() if exc is None else None, exc)
 
     def _answer(self, frame: p.Publish, res: Appended | None, exc: BaseException | None) -> None:
         ref = frame.client_id or frame.room
@@ -384,9 +420,10 @@ class Connection:
         self._answer_ready()
         while self._in_flight:
             frame, pending = self._in_flight.popleft()
-            pending.cancel()
+            if not pending.done():
+                pending.cancel()
             if not self._ended:
-                self._answer(frame, None, asyncio.CancelledError())
+                self._answer_done(frame, pending)
 
     async def _join(self, frame: p.Join) -> None:
         svc, who = self.svc, self.who

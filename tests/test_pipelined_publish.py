@@ -42,3 +42,34 @@ async def test_back_to_back_publishes_are_answered_and_stored_in_frame_order(
             [(a["id"], f["body"]) for a, f in zip(answers, frames) if f["room"] == r
              and not a["duplicate"]]
         assert len(mine) == 50
+
+
+async def test_a_refused_frame_behind_publishes_is_answered_in_its_turn(
+    inst_a: Instance, room: str, uid: Callable[[str], str]
+) -> None:
+    """Invalid JSON, an unknown type and an oversized body are refused before
+    they are handled; with publishes in flight their errors still come in
+    the order of the frames."""
+    async with await open_client(inst_a, uid("mixed")) as client:
+        sent = []
+        for i in range(40):
+            await client.send({"type": "publish", "room": room, "body": i,
+                               "client_id": new_client_id()})
+            sent.append("published")
+            if i % 10 == 3:
+                await client.send_text("{not json")
+                sent.append("error:bad_frame")
+            if i % 10 == 6:
+                await client.send({"type": "nope"})
+                sent.append("error:unknown_type")
+        await client.send({"type": "ping"})
+        sent.append("pong")
+        answers: list[str] = []
+        while len(answers) < len(sent):
+            got = await client.recv_frame()
+            kind = got.get("type")
+            if kind in ("published", "pong"):
+                answers.append(kind)
+            elif kind == "error":
+                answers.append(f"error:{got.get('code')}")
+    assert answers == sent
