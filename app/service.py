@@ -83,12 +83,18 @@ class Service:
         self._watchdog: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._cleanups: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None  # for the task gauge
         self.metrics.watch(
             queued=lambda: sum(len(c.outbox) for c in self.conns),  # type: ignore[attr-defined]
             rooms=lambda: len(self.hub),
             ready=lambda: float(not self.draining and self.bus.healthy),
             draining=lambda: float(self.draining),
+            tasks=self._count_tasks,
         )
+
+    def _count_tasks(self) -> float:
+        loop = self._loop
+        return float(len(asyncio.all_tasks(loop))) if loop is not None else 0.0
 
     def _spawn(self, coro, name: str) -> None:  # type: ignore[no-untyped-def]
         task = asyncio.create_task(coro, name=name)
@@ -101,6 +107,7 @@ class Service:
         self._spawn(self.bus.reconnect(), "bus-reconnect")
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self.bus.start()
         self._spawn(self.redis.watch_master(), "master-watch")
         self._heartbeat = asyncio.create_task(self._refresh_presence(), name="presence")
