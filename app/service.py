@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 
 from streams.bounded import cancel_and_wait, settle
 from streams.bus import Bus
@@ -186,10 +187,12 @@ class Service:
     async def history(self, room: str, after: str, limit: int) -> list[Envelope]:
         return await self.log.read_after(room, after, limit)
 
-    def open_session(self, who: Principal, outbox: Outbox) -> Session:
-        """The rooms of one socket, fed by this instance's hub and log."""
+    def open_session(self, who: Principal, outbox: Outbox,
+                     on_error: Callable[[BaseException], None]) -> Session:
+        """The rooms of one socket, fed by this instance's hub and log;
+        ``on_error`` hears what ended its catch-up."""
         return Session(who, outbox, self.hub, self.log, self.metrics.replay_done,
-                       self.metrics.frames_sent)
+                       self.metrics.frames_sent, on_error)
 
     async def ack(self, who: Principal, room: str, sid: str) -> None:
         """Move ``who``'s cursor in ``room``; BeyondEnd for an id the room
