@@ -39,6 +39,7 @@ import time
 from collections import deque
 
 from fastapi import WebSocket
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from streams.bounded import cancel_and_wait
@@ -46,7 +47,7 @@ from streams.log import Appended, BeyondEnd
 from streams.retry import StorageUnavailable
 
 from . import protocol as p
-from .rawsocket import abort, transport
+from .rawsocket import abort, record_transport, transport
 from .auth import CLOCK_LEEWAY_S, Principal, Unauthorized
 from .limits import TokenBucket
 from .outbox import Outbox, Signal, TooSlow
@@ -102,6 +103,12 @@ async def _refuse(ws: WebSocket, svc: Service, code: int, reason: str, metric: s
     svc.metrics.refuse(metric)
     await ws.accept(subprotocol=subprotocol)
     await ws.close(code, reason)
+
+
+async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+    """The ASGI app of ``/ws`` (see ``app.main.StreamGate``)."""
+    record_transport(scope, send)
+    await websocket_endpoint(WebSocket(scope, receive, send))
 
 
 async def websocket_endpoint(ws: WebSocket) -> None:
