@@ -2,7 +2,8 @@
 
 The server pings every socket every ``HEARTBEAT_INTERVAL`` seconds and drops
 one that does not answer within the same time (with plain ``uvicorn``, pass
-``--ws-ping-interval`` and ``--ws-ping-timeout``).
+``--ws-ping-interval`` and ``--ws-ping-timeout``), and does not offer
+permessage-deflate (``--ws-per-message-deflate false``).
 """
 
 import uvicorn
@@ -30,6 +31,12 @@ def main() -> None:
         # docs/benchmarks.md); pinned so a change of its default cannot
         # silently change ours.
         ws="websockets-sansio",
+        # A negotiated permessage-deflate costs each socket a zlib compressor
+        # and decompressor with full windows, ~47 KiB, more than the rest of
+        # an idle socket (docs/benchmarks.md), while the frames that make the
+        # traffic (fan-out, replay pages, answers) are written to the
+        # transport as shared, uncompressed bytes anyway.
+        ws_per_message_deflate=False,
         # The drain has closed every socket before uvicorn's own shutdown
         # starts; a request task still running after this long is cancelled
         # rather than allowed to keep the process alive.

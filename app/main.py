@@ -11,17 +11,42 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
-from starlette.routing import WebSocketRoute
+from starlette.types import Receive, Scope, Send
 
 from .config import Settings, load_settings
 from .drain import Drainer
 from .logs import configure as configure_logs
 from .http import HTTPError, error_response
 from .http import router as http_router
-from .rawsocket import AbortableWebSockets
 from .service import Service
 from .static import STATIC_DIR
-from .ws import websocket_endpoint
+from . import ws
+
+WS_PATH = "/ws"
+
+
+class StreamGate(FastAPI):
+    """FastAPI, except that ``/ws`` goes straight to its endpoint.
+
+    Each layer of the middleware stack and the router (error and exception
+    middleware, FastAPI's exit stack, routing) would keep a coroutine frame
+    and a few closures alive for a socket's whole life, about 5 KiB per
+    socket (docs/benchmarks.md), for nothing ``/ws`` uses: it answers every
+    refusal itself and raises no HTTP exception.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and _route_path(scope) == WS_PATH:
+            scope["app"] = self
+            await ws.serve(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+def _route_path(scope: Scope) -> str:
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root):] if root and path.startswith(root) else path
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -42,16 +67,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             service.draining = True
             await service.stop()
 
-    app = FastAPI(title="streamgate", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = StreamGate(title="streamgate", lifespan=lifespan, docs_url=None, redoc_url=None)
 
     @app.exception_handler(HTTPError)
     async def _http_error(request: Request, exc: HTTPError):  # type: ignore[no-untyped-def]
         return error_response(exc)
 
-    app.add_middleware(AbortableWebSockets)
-    app.include_router(http_router)
-    # A plain Starlette route: no per-socket dependency machinery.
-    app.router.routes.append(WebSocketRoute("/ws", websocket_endpoint))
+    app.include_router(http_router)  # /ws: see StreamGate
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

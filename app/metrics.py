@@ -90,14 +90,19 @@ class Metrics:
         self.queue_depth = Gauge(
             "streamgate_outbound_queue_depth", "Frames waiting in outbound queues, summed",
             i, registry=r).labels(instance)
+        self.tasks = Gauge(
+            "streamgate_tasks", "asyncio tasks alive in the instance (an idle socket needs "
+            "only the server's own)", i, registry=r).labels(instance)
 
     def watch(self, queued: Callable[[], float], rooms: Callable[[], float],
-              ready: Callable[[], float], draining: Callable[[], float]) -> None:
+              ready: Callable[[], float], draining: Callable[[], float],
+              tasks: Callable[[], float] = lambda: 0.0) -> None:
         """Gauges read at scrape time instead of being kept up to date."""
         self.queue_depth.set_function(queued)
         self.local_rooms.set_function(rooms)
         self.ready.set_function(ready)
         self.draining.set_function(draining)
+        self.tasks.set_function(tasks)
 
     def handed_over(self, append_ms: int) -> None:
         """One fan-out: one latency sample, however many sockets it reached."""

@@ -1,10 +1,12 @@
 """One socket's bounded outbound queue and the writer that drains it.
 
 Why a queue per socket: the fan-out path must never wait on a socket, so it
-only appends to queues (``offer``), and each socket's own writer task does
-the awaiting. A full queue is the signal that the socket is slow: the caller
-then stops feeding it live messages and lets it catch up from the stream at
-its own pace (see :mod:`app.session`).
+only writes to the transport when that cannot block (nothing queued, its
+buffer under the high-water mark) or appends to the queue (``offer``), and
+each socket's own writer task does the awaiting; that task exists only while
+something is queued. A full queue is the signal that the socket is slow: the
+caller then stops feeding it live messages and lets it catch up from the
+stream at its own pace (see :mod:`app.session`).
 
 The queue is bounded twice: in frames (``limit``) and in bytes
 (``max_bytes``), because one catch-up page of many entries is a single item.
@@ -29,10 +31,14 @@ socket after the ``left`` (or the new ``joined``) frame.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 
 from .pages import Page
+from .protocol import wire_text_frame
+
+log = logging.getLogger("streamgate.outbox")
 
 
 RAW_HIGH_WATER = 64 * 1024
@@ -73,7 +79,25 @@ class TooSlow(Exception):
     """The socket could not take frames within the allowed time."""
 
 
+def _log_error(exc: BaseException) -> None:
+    log.error("outbox writer failed", exc_info=exc)
+
+
 class Outbox:
+    """One socket's queue and the owner of its writer task.
+
+    The writer runs only while something is queued: the first item queued
+    starts it and it ends once it has written the last one (or the socket
+    failed: ``on_error`` is told, and the outbox takes nothing more). A
+    frame written straight to the transport needs no task at all, so an
+    idle socket, or one that keeps up with live traffic, has none.
+    """
+
+    __slots__ = ("_send", "_limit", "_max_bytes", "_bytes", "_low_water", "_hard",
+                 "_stall_timeout", "_queue", "_space", "_drained", "_writing",
+                 "_send_started", "sent", "raw", "_server_protocol", "_writer",
+                 "_closed", "_on_error")
+
     def __init__(
         self,
         send: Callable[[str], Awaitable[None]],
@@ -81,6 +105,7 @@ class Outbox:
         stall_timeout_s: float,
         control_slack: int = 256,
         max_bytes: int = 1 << 20,
+        on_error: Callable[[BaseException], None] = _log_error,
     ) -> None:
         self._send = send
         self._limit = limit
@@ -89,8 +114,8 @@ class Outbox:
         self._low_water = max(1, limit // 2)
         self._hard = limit + control_slack
         self._stall_timeout = stall_timeout_s
-        self._queue: deque[str | Page] = deque()
-        self._ready = Signal()
+        # Made by the first item queued, dropped by the writer when it ends.
+        self._queue: deque[str | Page] | None = None
         self._space = Signal(True)
         self._drained = Signal()
         self._writing = False
@@ -101,18 +126,35 @@ class Outbox:
         # server has sent its close frame (uvicorn's protocol says so).
         self.raw: asyncio.WriteTransport | None = None
         self._server_protocol: object = None
+        self._writer: asyncio.Task[None] | None = None
+        self._closed = False
+        self._on_error = on_error
 
     def attach(self, transport: asyncio.WriteTransport | None) -> None:
         """Enable direct writes to this socket's transport (looked up once)."""
         self.raw = transport
         self._server_protocol = transport.get_protocol() if transport is not None else None
 
+    @property
+    def writer(self) -> asyncio.Task[None] | None:
+        """The writer task while something is being written, else None."""
+        return self._writer
+
+    def close(self) -> asyncio.Task[None] | None:
+        """Take nothing more and stop writing; returns the writer (cancelled)
+        for the caller to wait on."""
+        self._closed = True
+        writer = self._writer
+        if writer is not None:
+            writer.cancel()
+        return writer
+
     def stalled(self, now: float) -> bool:
         """Has one write been waiting longer than the stall timeout?"""
         return self._writing and now - self._send_started > self._stall_timeout
 
     def __len__(self) -> int:
-        return len(self._queue)
+        return len(self._queue) if self._queue is not None else 0
 
     @property
     def nbytes(self) -> int:
@@ -126,40 +168,60 @@ class Outbox:
         return self._max_bytes // 2
 
     def _full(self, nbytes: int) -> bool:
-        if len(self._queue) >= self._limit:
+        if len(self) >= self._limit:
             return True
         return self._bytes > 0 and self._bytes + nbytes > self._max_bytes
 
     def _append(self, item: str | Page, nbytes: int) -> None:
-        self._queue.append(item)
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
+        queue.append(item)
         self._bytes += nbytes
-        self._ready.set()
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write(), name="ws-write")
+
+    def _direct(self) -> asyncio.WriteTransport | None:
+        """The transport, when a frame may be written to it right now: nothing
+        queued or in flight (order), its buffer under the high-water mark,
+        and no close frame sent."""
+        raw = self.raw
+        if (raw is not None and not self._queue and not self._writing
+                and raw.get_write_buffer_size() < RAW_HIGH_WATER and not raw.is_closing()
+                and not getattr(self._server_protocol, "close_sent", False)):
+            return raw
+        return None
 
     def offer(self, frame: str, wire: bytes | None = None) -> bool:
         """Queue a message frame if there is room; never waits. With nothing
         queued or in flight and the transport below its high-water mark, the
         shared pre-encoded frame goes straight to the transport."""
-        raw = self.raw
-        if (wire is not None and raw is not None and not self._queue and not self._writing
-                and raw.get_write_buffer_size() < RAW_HIGH_WATER and not raw.is_closing()
-                and not getattr(self._server_protocol, "close_sent", False)):
-            raw.write(wire)
-            self.sent += 1
-            return True
+        if self._closed:
+            return False
+        if wire is not None:
+            raw = self._direct()
+            if raw is not None:
+                raw.write(wire)
+                self.sent += 1
+                return True
         n = len(frame)
         held = self._bytes
-        if len(self._queue) >= self._limit or (held and held + n > self._max_bytes):
+        if len(self) >= self._limit or (held and held + n > self._max_bytes):
             self._space.clear()
             return False
-        self._queue.append(frame)
-        self._bytes = held + n
-        self._ready.set()
+        self._append(frame, n)
         return True
 
     def push(self, frame: str) -> bool:
-        """Queue a control frame; False when even the slack is used up."""
-        if len(self._queue) >= self._hard:
+        """Queue a control frame (or write it at once, as ``offer`` does);
+        False when even the slack is used up."""
+        if self._closed or len(self) >= self._hard:
             return False
+        raw = self._direct()
+        if raw is not None:
+            raw.write(wire_text_frame(frame))
+            self.sent += 1
+            return True
         self._append(frame, len(frame))
         return True
 
@@ -177,52 +239,57 @@ class Outbox:
         returns False."""
         nbytes = len(item) if isinstance(item, str) else item.nbytes
         await self.room(nbytes)
-        if not still_wanted():
+        if self._closed or not still_wanted():
             return False
         self._append(item, nbytes)
         return True
 
     async def flushed(self, timeout_s: float) -> bool:
-        """Wait until everything queued was written (or the timeout)."""
+        """Wait until everything queued was written (False: the timeout
+        passed, or the socket failed or was closed first)."""
         try:
             async with asyncio.timeout(timeout_s):
-                while self._queue or self._writing:
+                while self._writer is not None:
                     self._drained.clear()
                     await self._drained.wait()
-            return True
+            return not self._queue and not self._closed
         except TimeoutError:
             return False
 
-    async def run(self) -> None:
-        """Drain the queue into the socket until cancelled."""
-        queue = self._queue
+    async def _write(self) -> None:
+        """The writer: drain the queue into the socket, then end."""
         loop = asyncio.get_running_loop()
-        while True:
-            if not queue:
-                self._drained.set()
-                self._ready.clear()
-                await self._ready.wait()
-                continue
-            item = queue.popleft()
-            # No timer per send (that would cost more than the send itself on
-            # the fan-out path): a watchdog polls stalled() instead.
-            self._writing = True
-            self._send_started = loop.time()
-            try:
-                if isinstance(item, Page):
-                    nbytes = item.nbytes
-                    await self._write_page(item, loop)
-                else:
-                    nbytes = len(item)
-                    await self._send(item)
-            finally:
-                self._writing = False
-            self._bytes -= nbytes
-            self.sent += 1
-            if not queue:
-                self._drained.set()
-            if len(queue) <= self._low_water and self._bytes <= self._max_bytes // 2:
-                self._space.set()
+        try:
+            while self._queue and not self._closed:
+                item = self._queue.popleft()
+                # No timer per send (that would cost more than the send itself on
+                # the fan-out path): a watchdog polls stalled() instead.
+                self._writing = True
+                self._send_started = loop.time()
+                try:
+                    if isinstance(item, Page):
+                        nbytes = item.nbytes
+                        await self._write_page(item, loop)
+                    else:
+                        nbytes = len(item)
+                        await self._send(item)
+                finally:
+                    self._writing = False
+                self._bytes -= nbytes
+                self.sent += 1
+                if len(self._queue) <= self._low_water and self._bytes <= self._max_bytes // 2:
+                    self._space.set()
+            self._queue = None  # empty: the next item queued makes a new one
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._closed = True  # the socket is done for: nothing more is taken
+            self._on_error(exc)
+        finally:
+            # With no await since the queue was found empty (or the failure):
+            # an item queued from here on starts a new writer.
+            self._writer = None
+            self._drained.set()
 
     async def _write_page(self, page: Page, loop: asyncio.AbstractEventLoop) -> None:
         """Write a page to the raw transport one slice at a time, each once

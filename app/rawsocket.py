@@ -4,7 +4,7 @@ Two things need it. Aborting a socket that stopped reading: its send buffer
 is full, so even the close frame cannot be written, and the socket (with its
 buffered megabytes) would stay until the client reads again, which may be
 never. And writing the shared, pre-encoded frame bytes of a fan-out straight
-to each socket. The middleware records the transport when the server runs on
+to each socket. ``record_transport`` finds it when the server runs on
 uvicorn (whose ASGI ``send`` is a method of the protocol object that owns
 it); elsewhere it is None, the abort is a no-op and frames go through ASGI.
 """
@@ -13,21 +13,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope, Send
 
 TRANSPORT_KEY = "streamgate.transport"
 
 
-class AbortableWebSockets:
-    """Records each WebSocket's transport in its scope (None elsewhere)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":
-            scope[TRANSPORT_KEY] = getattr(getattr(send, "__self__", None), "transport", None)
-        await self.app(scope, receive, send)
+def record_transport(scope: Scope, send: Send) -> None:
+    """Record a WebSocket's transport in its scope (None when not exposed)."""
+    scope[TRANSPORT_KEY] = getattr(getattr(send, "__self__", None), "transport", None)
 
 
 def transport(scope: Scope) -> Any:

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 
 from streams.bounded import cancel_and_wait, settle
 from streams.bus import Bus
@@ -83,12 +84,18 @@ class Service:
         self._watchdog: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._cleanups: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None  # for the task gauge
         self.metrics.watch(
             queued=lambda: sum(len(c.outbox) for c in self.conns),  # type: ignore[attr-defined]
             rooms=lambda: len(self.hub),
             ready=lambda: float(not self.draining and self.bus.healthy),
             draining=lambda: float(self.draining),
+            tasks=self._count_tasks,
         )
+
+    def _count_tasks(self) -> float:
+        loop = self._loop
+        return float(len(asyncio.all_tasks(loop))) if loop is not None else 0.0
 
     def _spawn(self, coro, name: str) -> None:  # type: ignore[no-untyped-def]
         task = asyncio.create_task(coro, name=name)
@@ -101,6 +108,7 @@ class Service:
         self._spawn(self.bus.reconnect(), "bus-reconnect")
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self.bus.start()
         self._spawn(self.redis.watch_master(), "master-watch")
         self._heartbeat = asyncio.create_task(self._refresh_presence(), name="presence")
@@ -179,10 +187,12 @@ class Service:
     async def history(self, room: str, after: str, limit: int) -> list[Envelope]:
         return await self.log.read_after(room, after, limit)
 
-    def open_session(self, who: Principal, outbox: Outbox) -> Session:
-        """The rooms of one socket, fed by this instance's hub and log."""
+    def open_session(self, who: Principal, outbox: Outbox,
+                     on_error: Callable[[BaseException], None]) -> Session:
+        """The rooms of one socket, fed by this instance's hub and log;
+        ``on_error`` hears what ended its catch-up."""
         return Session(who, outbox, self.hub, self.log, self.metrics.replay_done,
-                       self.metrics.frames_sent)
+                       self.metrics.frames_sent, on_error)
 
     async def ack(self, who: Principal, room: str, sid: str) -> None:
         """Move ``who``'s cursor in ``room``; BeyondEnd for an id the room

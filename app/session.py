@@ -3,7 +3,8 @@
 The rules of replay and live delivery live in :mod:`app.feed`; this module
 only moves entries: the hub's hand-overs into the outbox (never waiting),
 and, for a feed that is catching up, pages read from the stream at the
-socket's pace (one feed at a time, by the session's catch-up worker).
+socket's pace (one feed at a time, by the session's catch-up worker, a task
+that exists only while some feed is catching up).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from streams.retry import StorageUnavailable
 from .auth import Principal
 from .feed import Feed, Joined
 from .hub import Hub
-from .outbox import Outbox, Signal, TooSlow
+from .outbox import Outbox, TooSlow
 from .pages import Page
 from .protocol import joined_frame
 
@@ -35,7 +36,22 @@ class FellBehind(Exception):
     """The socket needs entries that the stream has already trimmed."""
 
 
+def _log_error(exc: BaseException) -> None:
+    log.error("catch-up failed", exc_info=exc)
+
+
 class Session:
+    """The rooms of one socket, and the owner of its catch-up worker.
+
+    The worker runs only while a feed needs catching up: the first feed that
+    falls behind (or joins with a replay) starts it, and it ends when none is
+    left. What ends it otherwise (``FellBehind``, ``TooSlow``, a bug) goes to
+    ``on_error``, whose owner closes the socket with the code that says why.
+    """
+
+    __slots__ = ("principal", "user", "outbox", "_hub", "_log", "feeds", "_lagging",
+                 "_worker", "_closed", "_on_replayed", "_on_error", "_sent")
+
     def __init__(
         self,
         principal: Principal,
@@ -44,6 +60,7 @@ class Session:
         log_: RoomLog,
         on_replayed: Callable[[int, float], None] = lambda n, s: None,
         sent: collections.Counter[str] | None = None,
+        on_error: Callable[[BaseException], None] = _log_error,
     ) -> None:
         self.principal = principal
         self.user = principal.user
@@ -51,9 +68,12 @@ class Session:
         self._hub = hub
         self._log = log_
         self.feeds: dict[str, Feed] = {}
-        self._lagging: deque[Feed] = deque()
-        self._lag_signal = Signal()
+        # Feeds waiting for the worker; made when the first one lags.
+        self._lagging: deque[Feed] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._closed = False
         self._on_replayed = on_replayed
+        self._on_error = on_error
         self._sent: collections.Counter[str] = sent if sent is not None else collections.Counter()
 
     # -- called by the hub: must not block -----------------------------------
@@ -117,22 +137,50 @@ class Session:
 
     # -- catch-up ------------------------------------------------------------
 
-    def _lag(self, feed: Feed) -> None:
-        if not feed.lagging:
-            feed.lagging = True
-            self._lagging.append(feed)
-            self._lag_signal.set()
+    @property
+    def worker(self) -> asyncio.Task[None] | None:
+        """The catch-up worker while some feed is catching up, else None."""
+        return self._worker
 
-    async def run_catch_up(self) -> None:
-        """The session's catch-up worker: one feed at a time, at socket pace."""
-        while True:
-            while not self._lagging:
-                self._lag_signal.clear()
-                await self._lag_signal.wait()
-            feed = self._lagging.popleft()
-            feed.lagging = False
-            if feed.active:
-                await self._catch_up(feed)
+    def close(self) -> asyncio.Task[None] | None:
+        """Start no more catch-up; returns the worker (cancelled) for the
+        caller to wait on."""
+        self._closed = True
+        worker = self._worker
+        if worker is not None:
+            worker.cancel()
+        return worker
+
+    def _lag(self, feed: Feed) -> None:
+        if feed.lagging:
+            return
+        feed.lagging = True
+        if self._lagging is None:
+            self._lagging = deque()
+        self._lagging.append(feed)
+        if self._worker is None and not self._closed:
+            self._worker = asyncio.get_running_loop().create_task(self._run_catch_up(),
+                                                                  name="ws-catch-up")
+
+    async def _run_catch_up(self) -> None:
+        """The session's catch-up worker: one feed at a time, at socket pace,
+        until no feed is left behind."""
+        try:
+            while self._lagging and not self._closed:
+                feed = self._lagging.popleft()
+                feed.lagging = False
+                if feed.active:
+                    await self._catch_up(feed)
+            self._lagging = None
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._closed = True
+            self._on_error(exc)
+        finally:
+            # No await since the last feed was taken: a feed that lags from
+            # here on starts a new worker.
+            self._worker = None
 
     async def _catch_up(self, feed: Feed) -> None:
         """Feed ``feed`` from the stream until it reaches the hub's head.

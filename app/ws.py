@@ -1,9 +1,25 @@
 """The WebSocket endpoint: admit, then read frames and answer them.
 
-Each connection runs three tasks: the reader below, the outbox writer and
-the session's catch-up worker. Whichever ends first ends the connection, and
-the close code says why: 4408 too slow, 4401 token expired, 1012 the
-instance is draining, 1011 a bug.
+An idle connection costs no task of its own: the server's task for the
+socket (the one that calls the endpoint) is the reader. Everything else
+exists only while it has work, and each has one owner:
+
+- the outbox's writer (:class:`app.outbox.Outbox`), only while frames are
+  queued; a frame written straight to the transport needs none;
+- the session's catch-up worker (:class:`app.session.Session`), only while
+  a feed is catching up;
+- the token's expiry, a ``loop.call_at`` timer owned by the connection;
+- the instance's watchdog (``Service._watch_writers``), one for all sockets,
+  which asks each connection whether its write is stuck.
+
+Whichever ends first ends the connection, and the close code says why:
+each of them calls ``Connection._end(code, reason)``, which keeps the first
+reason and cancels the reader; the reader's task then stops the writer and
+the catch-up worker and closes with that code: 4408 too slow (a stuck
+write, a full queue, entries trimmed before they were sent), 4401 token
+expired, 1012 the instance is draining (``drain``: the frame being handled
+and the publishes in flight finish first), 1011 a bug, 1000 when the client
+went away.
 
 Publishes are pipelined: the reader starts a publish and reads the next
 frame while it is stored (so the publishes of one socket can share a Redis
@@ -23,6 +39,7 @@ import time
 from collections import deque
 
 from fastapi import WebSocket
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from streams.bounded import cancel_and_wait
@@ -30,10 +47,10 @@ from streams.log import Appended, BeyondEnd
 from streams.retry import StorageUnavailable
 
 from . import protocol as p
-from .rawsocket import abort, transport
+from .rawsocket import abort, record_transport, transport
 from .auth import CLOCK_LEEWAY_S, Principal, Unauthorized
 from .limits import TokenBucket
-from .outbox import Outbox, TooSlow
+from .outbox import Outbox, Signal, TooSlow
 from .service import Forbidden, Service
 from .session import FellBehind
 
@@ -45,6 +62,7 @@ TOKEN_SUBPROTOCOL_PREFIX = "bearer."
 TASKS_STOP_S = 1.0
 # Publishes of one socket being stored at once; the next one waits.
 MAX_IN_FLIGHT = 64
+TOO_SLOW_REASON = "too slow: reconnect and resume with since"
 
 
 class _RateLimited(Exception):
@@ -98,6 +116,12 @@ async def _refuse(ws: WebSocket, svc: Service, code: int, reason: str, metric: s
     await ws.close(code, reason)
 
 
+async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+    """The ASGI app of ``/ws`` (see ``app.main.StreamGate``)."""
+    record_transport(scope, send)
+    await websocket_endpoint(WebSocket(scope, receive, send))
+
+
 async def websocket_endpoint(ws: WebSocket) -> None:
     svc: Service = ws.app.state.service
     offered = _offered(ws)
@@ -121,34 +145,41 @@ async def websocket_endpoint(ws: WebSocket) -> None:
 
 
 class Connection:
+    __slots__ = ("svc", "ws", "who", "outbox", "session", "bucket", "control", "_closing",
+                 "_settle_by", "_busy", "_in_flight", "_ended", "_window", "_task",
+                 "_reading", "_stop_requested", "_why", "_expiry", "_frame_done", "_finished")
+
     def __init__(self, svc: Service, ws: WebSocket, who: Principal) -> None:
         self.svc = svc
         self.ws = ws
         self.who = who
         s = svc.settings
+        failed = self._failed  # what ends the writer or the catch-up ends the connection
         self.outbox = Outbox(ws.send_text, s.outbound_queue, s.slow_consumer_timeout_s,
-                             max_bytes=s.outbound_bytes)
+                             max_bytes=s.outbound_bytes, on_error=failed)
         self.outbox.attach(transport(ws.scope))
-        self.session = svc.open_session(who, self.outbox)
+        self.session = svc.open_session(who, self.outbox, failed)
         self.bucket = TokenBucket(s.publish_rate, s.publish_burst)
         self.control = TokenBucket(s.control_rate, s.control_burst)
         self._closing: _Closed | None = None
         self._settle_by = 0.0  # draining: when publishes in flight are abandoned
         self._busy = False
-        # Publishes started and not yet answered, in frame order.
         # Publishes (and frames refused behind them) in the order received,
-        # answered in that order as they complete.
-        self._in_flight: deque[tuple[p.Publish | None, asyncio.Future[Appended]]] = deque()
+        # answered in that order as they complete (made by the first).
+        self._in_flight: deque[tuple[p.Publish | None, asyncio.Future[Appended]]] | None = None
         self._ended = False
         # Only a log that stores appends in call order lets them overlap.
         self._window = MAX_IN_FLIGHT if svc.publishes_keep_order else 1
-        self._reader: asyncio.Task[None] | None = None
-        self._writer: asyncio.Task[None] | None = None
-        self._too_slow = False
-        self._finished = asyncio.Event()
+        self._task: asyncio.Task[object] | None = None  # the reader: the server's task
+        self._reading = False
+        self._stop_requested = False
+        self._why: tuple[int, str] | None = None  # the first reason to end
+        self._expiry: asyncio.TimerHandle | None = None
+        self._frame_done = Signal()
+        self._finished = Signal()
 
     async def run(self) -> None:
-        """Serve the socket until one of its tasks ends, then close it.
+        """Serve the socket until something ends it, then close it.
 
         Counted in before anything that can raise or be cancelled and
         counted out in ``finally``, so the connection counts always return.
@@ -160,37 +191,36 @@ class Connection:
         started = time.monotonic()
         first = svc.connected(self.who.user)
         svc.conns.add(self)
-        tasks: list[asyncio.Task[None]] = []
-        code, reason = 1000, ""
+        self._task = asyncio.current_task()
         try:
             if first:
                 await svc.came_online(self.who.user)
             self.reply(p.welcome_frame(self.who.user, svc.instance), "welcome")
-            self._reader = asyncio.create_task(self._read(), name="ws-read")
-            self._writer = asyncio.create_task(self.outbox.run(), name="ws-write")
-            tasks += [
-                self._reader,
-                self._writer,
-                asyncio.create_task(self.session.run_catch_up(), name="ws-catch-up"),
-            ]
             if self.who.expires_at is not None:
-                tasks.append(asyncio.create_task(self._expire(self.who.expires_at), name="ws-expiry"))
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            code, reason = self._outcome(next(iter(done)))
+                loop = asyncio.get_running_loop()
+                # The same clock leeway as when the token was checked at connect.
+                left = max(0.0, self.who.expires_at + CLOCK_LEEWAY_S - time.time())
+                self._expiry = loop.call_at(loop.time() + left, self._expired)
+            await self._serve()
             if self._closing is not None:
                 await self._settle(self._settle_by - time.monotonic())
                 # Draining: let the answers already queued reach the client.
                 await self.outbox.flushed(timeout_s=1.0)
         finally:
             self._ended = True
-            for _frame, pending in self._in_flight:
+            if self._expiry is not None:
+                self._expiry.cancel()
+            for _frame, pending in self._in_flight or ():
                 if pending.done() and not pending.cancelled():
                     pending.exception()  # refused or failed: nobody is left to answer
                 pending.cancel()
+            code, reason = self._outcome()
             try:
-                # A task stuck in a Redis call (a publish, a join) that does
+                # A task stuck in a Redis call (a catch-up read) that does
                 # not honour its cancellation is left behind, not waited for.
-                await cancel_and_wait(tasks, TASKS_STOP_S, "connection tasks")
+                tasks = [t for t in (self.outbox.close(), self.session.close()) if t is not None]
+                if tasks:
+                    await cancel_and_wait(tasks, TASKS_STOP_S, "connection tasks")
                 await self._close(code, reason)
             finally:
                 svc.conns.discard(self)
@@ -198,30 +228,67 @@ class Connection:
                 svc.metrics.connection_duration.observe(time.monotonic() - started)
                 self._finished.set()
 
-    def _outcome(self, task: asyncio.Task[None]) -> tuple[int, str]:
+    async def _serve(self) -> None:
+        """Read until the client leaves or ``_end`` cancels the reading."""
+        task = self._task
+        assert task is not None
+        self._reading = True
+        try:
+            await self._read()
+        except asyncio.CancelledError:
+            # Ours (asked for by _end or drain) ends the reading; one from
+            # outside (the server shutting down) goes on up.
+            if not self._stop_requested or task.uncancel() > 0:
+                raise
+        except Exception as exc:
+            self._failed(exc)
+        finally:
+            self._reading = False
+        if self._stop_requested and task.cancelling():
+            task.uncancel()  # ours, swallowed on the way (e.g. by a Redis call)
+
+    def _outcome(self) -> tuple[int, str]:
         if self._closing is not None:
             return self._closing.code, self._closing.reason
-        exc = None if task.cancelled() else task.exception()
-        if self._too_slow or isinstance(exc, (TooSlow, FellBehind)):
+        code, reason = self._why or (1000, "")
+        if code == p.CLOSE_TOO_SLOW:
             self.svc.metrics.slow_closes.inc()
             log.info("slow consumer closed", extra={"user": self.who.user, "event": "slow_close"})
-            return p.CLOSE_TOO_SLOW, "too slow: reconnect and resume with since"
-        if isinstance(exc, _Closed):
-            return exc.code, exc.reason
-        if task.cancelled():
-            return 1000, ""
-        if isinstance(exc, OSError):
-            return 1000, ""  # the client went away while we were writing
-        if exc is not None and not isinstance(exc, WebSocketDisconnect):
+        return code, reason
+
+    def _end(self, code: int, reason: str = "") -> None:
+        """End the connection with ``code``, unless something ended it first."""
+        if self._why is None:
+            self._why = (code, reason)
+        self._stop_reading()
+
+    def _stop_reading(self) -> None:
+        task = self._task
+        if (self._reading and not self._stop_requested and task is not None
+                and task is not asyncio.current_task()):
+            self._stop_requested = True
+            task.cancel()
+
+    def _failed(self, exc: BaseException) -> None:
+        """What ended the reader, the writer or the catch-up worker."""
+        if isinstance(exc, (TooSlow, FellBehind)):
+            self._end(p.CLOSE_TOO_SLOW, TOO_SLOW_REASON)
+        elif isinstance(exc, _Closed):
+            self._end(exc.code, exc.reason)
+        elif isinstance(exc, (OSError, WebSocketDisconnect)):
+            self._end(1000)  # the client went away while we were writing
+        else:
             log.error("connection failed", exc_info=exc, extra={"user": self.who.user})
-            return 1011, "internal error"
-        return 1000, ""
+            self._end(1011, "internal error")
+
+    def _expired(self) -> None:
+        self._expiry = None
+        self._end(p.CLOSE_UNAUTHORIZED, "token expired")
 
     def check_stalled(self, now: float) -> None:
         """Called by the instance's watchdog: end a socket whose write is stuck."""
-        if self.outbox.stalled(now) and self._writer is not None and not self._too_slow:
-            self._too_slow = True
-            self._writer.cancel()
+        if self.outbox.stalled(now):
+            self._end(p.CLOSE_TOO_SLOW, TOO_SLOW_REASON)
 
     async def drain(self, patience_s: float, code: int = p.CLOSE_RESTARTING,
                     reason: str = "instance restarting") -> None:
@@ -231,19 +298,18 @@ class Connection:
         ``unavailable``: retrying it with the same client_id is safe."""
         self._closing = _Closed(code, reason)
         self._settle_by = time.monotonic() + patience_s
-        if self._reader is not None:
-            if not self._busy:
-                self._reader.cancel()
-            else:
-                done, _ = await asyncio.wait([self._reader], timeout=patience_s)
-                if not done:
-                    self._reader.cancel()
+        if self._busy:
+            try:
+                async with asyncio.timeout(patience_s):
+                    while self._busy:
+                        self._frame_done.clear()
+                        await self._frame_done.wait()
+            except TimeoutError:
+                pass
+        # Between frames the reader stops by itself (it checks ``_closing``);
+        # one still waiting for a frame, or past its patience, is stopped.
+        self._stop_reading()
         await self._finished.wait()
-
-    async def _expire(self, expires_at: float) -> None:
-        # The same clock leeway as when the token was checked at connect.
-        await asyncio.sleep(max(0.0, expires_at + CLOCK_LEEWAY_S - time.time()))
-        raise _Closed(p.CLOSE_UNAUTHORIZED, "token expired")
 
     async def _close(self, code: int, reason: str) -> None:
         if self.ws.application_state == WebSocketState.DISCONNECTED:
@@ -277,7 +343,7 @@ class Connection:
         ws = self.ws
         limit = self.svc.settings.max_frame_bytes
         metrics = self.svc.metrics
-        while self._closing is None:
+        while self._closing is None and self._why is None:
             msg = await ws.receive()
             if msg["type"] == "websocket.disconnect":
                 return
@@ -307,6 +373,8 @@ class Connection:
                 await self._handle(frame)
             finally:
                 self._busy = False
+                if self._closing is not None:
+                    self._frame_done.set()
 
     async def _handle(self, frame: p.ClientFrame) -> None:
         if isinstance(frame, p.Publish):
@@ -348,10 +416,13 @@ class Connection:
                     return
                 pending = asyncio.get_running_loop().create_future()
                 pending.set_exception(exc)
-        self._in_flight.append((frame, pending))
+        in_flight = self._in_flight
+        if in_flight is None:
+            in_flight = self._in_flight = deque()
+        in_flight.append((frame, pending))
         pending.add_done_callback(self._answer_ready)
-        if len(self._in_flight) >= self._window:
-            await asyncio.wait([self._in_flight[0][1]])
+        if len(in_flight) >= self._window:
+            await asyncio.wait([in_flight[0][1]])
             self._answer_ready()
 
     def _refuse(self, code: str, reason: str, ref: str | None) -> None:
@@ -380,9 +451,8 @@ class Connection:
             try:
                 self.error(exc.code, exc.reason, exc.ref)
             except TooSlow:
-                self._ended = self._too_slow = True
-                if self._writer is not None:
-                    self._writer.cancel()
+                self._ended = True
+                self._end(p.CLOSE_TOO_SLOW, TOO_SLOW_REASON)
         elif frame is not None:
             self._answer(frame, pending.result() if exc is None else None, exc)
 
@@ -408,9 +478,7 @@ class Connection:
             # Not even an answer fits: the socket ends as too slow (the
             # reader or a callback may be the one answering).
             self._ended = True
-            self._too_slow = True
-            if self._writer is not None:
-                self._writer.cancel()
+            self._end(p.CLOSE_TOO_SLOW, TOO_SLOW_REASON)
 
     async def _settle(self, patience_s: float) -> None:
         """Draining: publishes in flight get ``patience_s`` to be stored and

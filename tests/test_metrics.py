@@ -57,6 +57,7 @@ EXPECTED_METRICS = {
     "streamgate_rate_limited_total": "counter",
     "streamgate_local_rooms": "gauge",
     "streamgate_outbound_queue_depth": "gauge",
+    "streamgate_tasks": "gauge",
 }
 # Bounded label names only: never a user or a room.
 ALLOWED_LABELS = {"instance", "type", "reason", "le"}

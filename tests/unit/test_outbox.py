@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 
 from app import pages
-from app.outbox import RAW_HIGH_WATER, Outbox, TooSlow
+from app.outbox import RAW_HIGH_WATER, Outbox
 from app.pages import Page
 from app.protocol import wire_text_frame
 
@@ -31,15 +31,11 @@ class Socket:
         self.frames.append(frame)
 
 
-@contextlib.asynccontextmanager
-async def writing(outbox: Outbox) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(outbox.run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, TooSlow):
-            await task
+async def stop(outbox: Outbox) -> None:
+    writer = outbox.close()
+    if writer is not None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
 
 
 async def until(cond: Callable[[], bool]) -> None:
@@ -83,22 +79,38 @@ async def test_push_fills_an_empty_queue_up_to_limit_plus_slack() -> None:
     assert not box.offer("m")
 
 
-async def test_writer_sends_in_order_and_waits_when_empty() -> None:
+async def test_writer_sends_in_order_and_runs_only_while_something_is_queued() -> None:
     sock = Socket()
     box = Outbox(sock.send, limit=8, stall_timeout_s=STALL)
+    assert box.writer is None
     box.offer("a")
     box.push("b")
     box.offer("c")
-    async with writing(box) as task:
-        await until(lambda: len(sock.frames) == 3)
-        await idle()
-        assert not task.done()  # an empty queue is not an error
-        box.offer("d")
-        assert await box.put("e", lambda: True)
-        await until(lambda: len(sock.frames) == 5)
+    assert box.writer is not None
+    await until(lambda: len(sock.frames) == 3)
+    await until(lambda: box.writer is None)  # an empty queue needs no task
+    box.offer("d")
+    assert await box.put("e", lambda: True)
+    await until(lambda: len(sock.frames) == 5)
+    await until(lambda: box.writer is None)
     assert sock.frames == ["a", "b", "c", "d", "e"]
     assert box.sent == 5
     assert len(box) == 0
+    assert await box.flushed(timeout_s=WAIT)
+
+
+async def test_direct_writes_need_no_writer() -> None:
+    raw = Transport()
+    box = Outbox(Socket().send, limit=8, stall_timeout_s=STALL)
+    box.attach(raw)  # type: ignore[arg-type]
+    assert box.offer("m", wire_text_frame("m"))
+    assert box.push("c")
+    assert box.writer is None and len(box) == 0
+    assert raw.written == [wire_text_frame("m"), wire_text_frame("c")]
+    raw.buffer = RAW_HIGH_WATER  # the peer stopped reading: frames queue, and a writer runs
+    assert box.push("d")
+    assert box.writer is not None and len(box) == 1
+    await stop(box)
 
 
 async def test_offer_works_again_after_the_writer_drains() -> None:
@@ -107,32 +119,28 @@ async def test_offer_works_again_after_the_writer_drains() -> None:
     for i in range(4):
         box.offer(f"m{i}")
     assert not box.offer("dropped")
-    async with writing(box):
-        await until(lambda: len(box) == 0)
-        assert box.offer("m4")
-        await until(lambda: len(sock.frames) == 5)
+    await until(lambda: len(box) == 0)
+    assert box.offer("m4")
+    await until(lambda: len(sock.frames) == 5)
     assert sock.frames == ["m0", "m1", "m2", "m3", "m4"]
 
 
 async def test_put_waits_for_space_and_resumes_when_the_writer_drains() -> None:
     sock = Socket()
+    sock.gate.clear()  # the writer takes one frame and blocks on it
     box = Outbox(sock.send, limit=8, stall_timeout_s=WAIT)
-    for i in range(8):
+    for i in range(9):
         assert await box.put(f"m{i}", lambda: True)  # room left: returns at once
+        await idle()
     putter = asyncio.create_task(box.put("late", lambda: True))
     await idle()
     assert not putter.done()
     assert len(box) == 8
-
-    sock.gate.clear()  # the writer takes one frame and blocks on it
-    async with writing(box):
-        await idle()
-        assert not putter.done()
-        sock.gate.set()
-        async with asyncio.timeout(WAIT):
-            await putter
-        await until(lambda: len(sock.frames) == 9)
-    assert sock.frames == [f"m{i}" for i in range(8)] + ["late"]
+    sock.gate.set()
+    async with asyncio.timeout(WAIT):
+        await putter
+    await until(lambda: len(sock.frames) == 10)
+    assert sock.frames == [f"m{i}" for i in range(9)] + ["late"]
 
 
 async def test_put_waits_again_until_drained_to_half() -> None:
@@ -143,10 +151,9 @@ async def test_put_waits_again_until_drained_to_half() -> None:
     putter = asyncio.create_task(box.put("late", lambda: True))
     sent_when_released: list[int] = []
     putter.add_done_callback(lambda _: sent_when_released.append(len(sock.frames)))
-    async with writing(box):
-        async with asyncio.timeout(WAIT):
-            await putter
-        await until(lambda: len(sock.frames) == 9)
+    async with asyncio.timeout(WAIT):
+        await putter
+    await until(lambda: len(sock.frames) == 9)
     # released once the queue was down to the low-water mark (half the limit)
     assert sent_when_released and sent_when_released[0] >= 4
 
@@ -154,17 +161,20 @@ async def test_put_waits_again_until_drained_to_half() -> None:
 @pytest.mark.parametrize("waiters", [1, 3])
 async def test_several_putters_all_resume(waiters: int) -> None:
     sock = Socket()
+    sock.gate.clear()
     box = Outbox(sock.send, limit=4, stall_timeout_s=WAIT)
-    for i in range(4):
+    box.offer("m0")
+    await idle()  # the writer holds m0
+    for i in range(1, 5):
         box.offer(f"m{i}")
     putters = [asyncio.create_task(box.put(f"p{i}", lambda: True)) for i in range(waiters)]
     await idle()
     assert not any(t.done() for t in putters)
-    async with writing(box):
-        async with asyncio.timeout(WAIT):
-            await asyncio.gather(*putters)
-        await until(lambda: len(sock.frames) == 4 + waiters)
-    assert sorted(sock.frames[4:]) == [f"p{i}" for i in range(waiters)]
+    sock.gate.set()
+    async with asyncio.timeout(WAIT):
+        await asyncio.gather(*putters)
+    await until(lambda: len(sock.frames) == 5 + waiters)
+    assert sorted(sock.frames[5:]) == [f"p{i}" for i in range(waiters)]
 
 
 async def test_stalled_when_a_send_waits_past_the_timeout() -> None:
@@ -173,8 +183,8 @@ async def test_stalled_when_a_send_waits_past_the_timeout() -> None:
     box = Outbox(sock.send, limit=8, stall_timeout_s=STALL)
     box.offer("m0")
     loop = asyncio.get_running_loop()
-    async with writing(box):
-        await until(lambda: box.stalled(loop.time()))
+    await until(lambda: box.stalled(loop.time()))
+    await stop(box)
     assert box.sent == 0
     assert sock.frames == []
 
@@ -189,23 +199,26 @@ async def test_slow_but_moving_send_is_not_too_slow() -> None:
     for i in range(5):  # together longer than the stall timeout, each one quicker
         box.offer(f"m{i}")
     loop = asyncio.get_running_loop()
-    async with writing(box) as task:
-        for _ in range(5):
-            await asyncio.sleep(STALL / 10)
-            assert not box.stalled(loop.time())
-        await until(lambda: len(sent) == 5)
-        assert not task.done()
+    for _ in range(5):
+        await asyncio.sleep(STALL / 10)
+        assert not box.stalled(loop.time())
+    await until(lambda: len(sent) == 5)
+    await until(lambda: box.writer is None)
 
 
-async def test_send_errors_propagate() -> None:
+async def test_send_errors_go_to_the_owner_and_nothing_more_is_taken() -> None:
     async def send(frame: str) -> None:
         raise ConnectionResetError("peer went away")
 
-    box = Outbox(send, limit=8, stall_timeout_s=STALL)
+    errors: list[BaseException] = []
+    box = Outbox(send, limit=8, stall_timeout_s=STALL, on_error=errors.append)
     box.offer("m0")
-    async with asyncio.timeout(WAIT):
-        with pytest.raises(ConnectionResetError):
-            await box.run()
+    await until(lambda: bool(errors))
+    assert isinstance(errors[0], ConnectionResetError)
+    await until(lambda: box.writer is None)
+    assert not box.offer("m1")
+    assert not box.push("c")
+    assert not await box.flushed(timeout_s=WAIT)
 
 
 # -- the byte bound ------------------------------------------------------------
@@ -231,24 +244,26 @@ async def test_bytes_count_until_written_and_put_waits_for_them() -> None:
     sock.gate.clear()
     box = Outbox(sock.send, limit=100, stall_timeout_s=WAIT, max_bytes=1000)
     box.offer("a" * 700)
-    async with writing(box):
-        await idle()  # the writer holds "a..." in flight: still counted
-        assert len(box) == 0 and box.nbytes == 700
-        putter = asyncio.create_task(box.put("b" * 400, lambda: True))
-        await idle()
-        assert not putter.done()
-        sock.gate.set()
-        async with asyncio.timeout(WAIT):
-            assert await putter
-        await until(lambda: len(sock.frames) == 2)
+    await idle()  # the writer holds "a..." in flight: still counted
+    assert len(box) == 0 and box.nbytes == 700
+    putter = asyncio.create_task(box.put("b" * 400, lambda: True))
+    await idle()
+    assert not putter.done()
+    sock.gate.set()
+    async with asyncio.timeout(WAIT):
+        assert await putter
+    await until(lambda: len(sock.frames) == 2)
     assert box.nbytes == 0
 
 
 async def test_put_asks_whether_still_wanted_only_once_there_is_room() -> None:
     sock = Socket()
+    sock.gate.clear()
     box = Outbox(sock.send, limit=2, stall_timeout_s=WAIT)
     box.offer("m0")
+    await idle()  # the writer holds m0
     box.offer("m1")
+    box.offer("m2")
     wanted = [True]
     asked: list[int] = []
 
@@ -261,11 +276,11 @@ async def test_put_asks_whether_still_wanted_only_once_there_is_room() -> None:
     assert not putter.done() and asked == []
     box.push("left")  # the room is left while the put waits
     wanted[0] = False
-    async with writing(box):
-        async with asyncio.timeout(WAIT):
-            assert await putter is False
-        await until(lambda: len(sock.frames) == 3)
-    assert asked and sock.frames == ["m0", "m1", "left"]
+    sock.gate.set()
+    async with asyncio.timeout(WAIT):
+        assert await putter is False
+    await until(lambda: len(sock.frames) == 4)
+    assert asked and sock.frames == ["m0", "m1", "m2", "left"]
     assert box.nbytes == 0
 
 
@@ -304,13 +319,12 @@ async def test_a_page_goes_to_the_transport_a_slice_at_a_time_at_frame_boundarie
     box = Outbox(Socket().send, limit=8, stall_timeout_s=WAIT, max_bytes=page.nbytes)
     box.attach(raw)  # type: ignore[arg-type]
     assert await box.put(page, lambda: True)
-    async with writing(box):
-        for _ in range(1000):  # bounded: the peer reads a little at a time
-            await until(lambda: raw.buffer > RAW_HIGH_WATER or box.nbytes == 0)
-            if box.nbytes == 0:
-                break
-            assert box.nbytes == page.nbytes  # counted until all of it has drained
-            raw.buffer = max(0, raw.buffer - 50_000)
+    for _ in range(1000):  # bounded: the peer reads a little at a time
+        await until(lambda: raw.buffer > RAW_HIGH_WATER or box.nbytes == 0)
+        if box.nbytes == 0:
+            break
+        assert box.nbytes == page.nbytes  # counted until all of it has drained
+        raw.buffer = max(0, raw.buffer - 50_000)
     assert box.nbytes == 0
     assert b"".join(raw.written) == page.blob
     assert len(raw.written) > 1
@@ -326,17 +340,15 @@ async def test_the_writer_ends_once_the_socket_is_closing() -> None:
     stops (ending the connection) instead of consuming the queue unwritten."""
     page = _page(200, 2000)
     raw = Transport()
-    box = Outbox(Socket().send, limit=8, stall_timeout_s=WAIT, max_bytes=page.nbytes)
+    errors: list[BaseException] = []
+    box = Outbox(Socket().send, limit=8, stall_timeout_s=WAIT, max_bytes=page.nbytes,
+                 on_error=errors.append)
     box.attach(raw)  # type: ignore[arg-type]
     await box.put(page, lambda: True)
-    writer = asyncio.create_task(box.run())
-    try:
-        await until(lambda: raw.buffer > RAW_HIGH_WATER)
-        raw.closing = True
-        raw.buffer = 0
-        async with asyncio.timeout(WAIT):
-            with pytest.raises(ConnectionResetError):
-                await writer
-    finally:
-        writer.cancel()
+    await until(lambda: raw.buffer > RAW_HIGH_WATER)
+    raw.closing = True
+    raw.buffer = 0
+    await until(lambda: bool(errors))
+    assert isinstance(errors[0], ConnectionResetError)
+    assert box.writer is None
     assert len(b"".join(raw.written)) < page.nbytes
