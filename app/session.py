@@ -24,7 +24,6 @@ from .auth import Principal
 from .feed import Feed, Joined
 from .hub import Hub
 from .outbox import Outbox, TooSlow
-from .pages import Page
 from .protocol import joined_frame
 
 log = logging.getLogger("streamgate.session")
@@ -183,68 +182,46 @@ class Session:
             self._worker = None
 
     async def _catch_up(self, feed: Feed) -> None:
-        """Feed ``feed`` from the stream until it reaches the hub's head.
-
-        The next page is read while the current one is written (read-ahead),
-        so a socket that keeps up never waits for Redis between pages; a
-        socket that stops reading holds at most that one page beyond its
-        outbox.
-        """
         room = feed.room
         delay = 0.05
-        ahead: asyncio.Future[Page] | None = None
-        ahead_after = ZERO
-        try:
-            while feed.active:
-                went_live = feed.caught_up(self._hub.head(room))
-                if went_live:
-                    self._went_live(feed, went_live)
+        while feed.active:
+            went_live = feed.caught_up(self._hub.head(room))
+            if went_live:
+                self._went_live(feed, went_live)
+                return
+            # Hold one page at a time, not a second: wait for room before reading.
+            await self.outbox.room(self.outbox.page_bytes)
+            try:
+                page = await self._hub.replay_page(room, feed.last, CATCH_UP_PAGE,
+                                                   self.outbox.page_bytes)
+                # Bounds read after the page (trims only move forward, so a
+                # trim mark at or below ``last`` now proves the page started
+                # right after it). Reading on past a trimmed stretch, or into
+                # another incarnation of the stream, would be a silent gap:
+                # close instead, and the client resumes knowing.
+                bounds = await self._log.bounds(room)
+                if feed.gap(parse_id(bounds.trim_mark), bounds.epoch or ""):
+                    raise FellBehind(room)
+            except StorageUnavailable:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            if not feed.active:
+                return
+            if not page:
+                self._went_live(feed, feed.exhausted())
+                return
+            wanted = lambda: feed.active  # noqa: E731  (checked with no await before queueing)
+            if self.outbox.raw is not None:
+                if not await self.outbox.put(page, wanted):  # the whole page, a slice at a time
                     return
-                try:
-                    if ahead is not None and ahead_after == feed.last:
-                        page, ahead = await ahead, None
-                    else:
-                        ahead = _dropped(ahead)
-                        # Hold one page at a time: wait for room before reading.
-                        await self.outbox.room(self.outbox.page_bytes)
-                        page = await self._hub.replay_page(room, feed.last, CATCH_UP_PAGE,
-                                                           self.outbox.page_bytes)
-                    # Bounds read after the page (trims only move forward, so
-                    # a trim mark at or below ``last`` now proves the page
-                    # started right after it). Reading on past a trimmed
-                    # stretch, or into another incarnation of the stream,
-                    # would be a silent gap: close instead, and the client
-                    # resumes knowing.
-                    bounds = await self._log.bounds(room)
-                    if feed.gap(parse_id(bounds.trim_mark), bounds.epoch or ""):
-                        raise FellBehind(room)
-                except StorageUnavailable:
-                    ahead = _dropped(ahead)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 2.0)
-                    continue
-                if not feed.active:
-                    return
-                if not page:
-                    self._went_live(feed, feed.exhausted())
-                    return
-                if page.last < self._hub.head(room):
-                    ahead_after = page.last
-                    ahead = asyncio.ensure_future(self._hub.replay_page(
-                        room, page.last, CATCH_UP_PAGE, self.outbox.page_bytes))
-                wanted = lambda: feed.active  # noqa: E731  (checked with no await before queueing)
-                if self.outbox.raw is not None:
-                    if not await self.outbox.put(page, wanted):  # the whole page, a slice at a time
+            else:
+                for text in page.texts():
+                    if not await self.outbox.put(text, wanted):
                         return
-                else:
-                    for text in page.texts():
-                        if not await self.outbox.put(text, wanted):
-                            return
-                self._sent["message"] += len(page)
-                feed.page_queued(page.last, len(page))
-                del page  # held by the outbox now, and only while it still has to write it
-        finally:
-            _dropped(ahead)
+            self._sent["message"] += len(page)
+            feed.page_queued(page.last, len(page))
+            del page  # held by the outbox now, and only while it still has to write it
 
     def _went_live(self, feed: Feed, went_live: Joined | bool) -> None:
         if isinstance(went_live, Joined):
@@ -257,11 +234,3 @@ class Session:
         if not self.outbox.push(frame):
             raise TooSlow("control frames not read")
         self._sent["joined"] += 1
-
-
-def _dropped(ahead: asyncio.Future[Page] | None) -> None:
-    """Give up a read-ahead that is no longer wanted (its outcome unread)."""
-    if ahead is not None:
-        ahead.cancel()
-        ahead.add_done_callback(lambda f: f.cancelled() or f.exception())
-    return None
