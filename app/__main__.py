@@ -6,16 +6,23 @@ one that does not answer within the same time (with plain ``uvicorn``, pass
 permessage-deflate (``--ws-per-message-deflate false``).
 """
 
+import sys
+
 import uvicorn
 
-from .config import load_settings
+from .config import ConfigError, load_settings
 from .logs import configure as configure_logs
 
 SHUTDOWN_TASKS_S = 2
 
 
 def main() -> None:
-    s = load_settings()
+    try:
+        s = load_settings()
+    except ConfigError as exc:
+        # One line that says what to fix, not a traceback.
+        print(f"streamgate: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     configure_logs(s.instance_id, s.log_format)
     uvicorn.run(
         "app.main:app",

@@ -6,6 +6,7 @@ instance's behaviour is fixed for its lifetime.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from dataclasses import dataclass
@@ -165,6 +166,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         host=get("HOST", "127.0.0.1"),
         port=num("PORT", 8000),
     )
+    _refuse_impossible(settings)
     if settings.room_history_maxlen < 1 or settings.outbound_queue < 8:
         raise ConfigError("ROOM_HISTORY_MAXLEN must be >= 1 and OUTBOUND_QUEUE >= 8")
     if settings.control_rate <= 0 or settings.control_burst < 1:
@@ -173,3 +175,40 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     if settings.outbound_bytes < MIN_OUTBOUND_BYTES:
         raise ConfigError(f"OUTBOUND_BYTES must be >= {MIN_OUTBOUND_BYTES} (64 KiB)")
     return settings
+
+
+def _refuse_impossible(s: Settings) -> None:
+    """Values that parse but cannot work: refused at start, in one line each,
+    rather than met later as a socket that never gets a token or a ping
+    that fires in a busy loop."""
+    rules = [
+        (s.log_format in ("json", "text"), "LOG_FORMAT must be 'json' or 'text'"),
+        (1 <= s.port <= 65535, "PORT must be between 1 and 65535"),
+        (s.max_connections >= 1, "MAX_CONNECTIONS must be >= 1"),
+        (s.max_frame_bytes >= 1 and s.max_body_bytes >= 1,
+         "MAX_FRAME_BYTES and MAX_BODY_BYTES must be >= 1"),
+        (s.max_joins >= 1, "MAX_JOINS must be >= 1"),
+        (s.publish_rate > 0 and s.publish_burst >= 1,
+         "PUBLISH_RATE must be > 0 and PUBLISH_BURST >= 1"),
+        (s.heartbeat_interval_s > 0, "HEARTBEAT_INTERVAL must be > 0 seconds"),
+        (s.presence_ttl_s > 0, "PRESENCE_TTL must be > 0 seconds"),
+        (s.retry_budget_s > 0, "RETRY_BUDGET must be > 0 seconds"),
+        (s.slow_consumer_timeout_s > 0, "SLOW_CONSUMER_TIMEOUT must be > 0 seconds"),
+        (s.drain_timeout_s > 0 and s.drain_grace_s >= 0,
+         "DRAIN_TIMEOUT must be > 0 and DRAIN_GRACE >= 0 seconds"),
+        (s.durability != "replica" or s.min_replicas >= 1,
+         "MIN_REPLICAS must be >= 1 with DURABILITY=replica (0 would confirm nothing)"),
+        (s.durability != "replica" or s.replica_ack_timeout_ms >= 1,
+         "REPLICA_ACK_TIMEOUT_MS must be >= 1 with DURABILITY=replica"),
+    ]
+    for ok, message in rules:
+        if not ok:
+            raise ConfigError(message)
+    for name, value in (("PUBLISH_RATE", s.publish_rate), ("CONTROL_RATE", s.control_rate),
+                        ("PRESENCE_TTL", s.presence_ttl_s), ("RETRY_BUDGET", s.retry_budget_s),
+                        ("HEARTBEAT_INTERVAL", s.heartbeat_interval_s),
+                        ("SLOW_CONSUMER_TIMEOUT", s.slow_consumer_timeout_s),
+                        ("DRAIN_TIMEOUT", s.drain_timeout_s), ("DRAIN_GRACE", s.drain_grace_s)):
+        if not math.isfinite(value):
+            raise ConfigError(f"{name} must be a finite number")
+

@@ -222,3 +222,39 @@ def test_dotenv_adds_to_environ_and_loses_to_it(in_empty_dir: Path) -> None:
 def test_explicit_environ_ignores_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KEY_PREFIX", "from-process")
     assert load_settings({"AUTH_MODE": "none"}).key_prefix == "sg"
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
+        ({"PUBLISH_RATE": "-5"}, "PUBLISH_RATE"),
+        ({"PUBLISH_BURST": "0"}, "PUBLISH_BURST"),
+        ({"MAX_CONNECTIONS": "-1"}, "MAX_CONNECTIONS"),
+        ({"PORT": "99999"}, "PORT"),
+        ({"PORT": "0"}, "PORT"),
+        ({"HEARTBEAT_INTERVAL": "0"}, "HEARTBEAT_INTERVAL"),
+        ({"DURABILITY": "replica", "MIN_REPLICAS": "0"}, "MIN_REPLICAS"),
+        ({"DURABILITY": "replica", "REPLICA_ACK_TIMEOUT_MS": "0"}, "REPLICA_ACK_TIMEOUT_MS"),
+        ({"PRESENCE_TTL": "0"}, "PRESENCE_TTL"),
+        ({"RETRY_BUDGET": "-1"}, "RETRY_BUDGET"),
+        ({"SLOW_CONSUMER_TIMEOUT": "0"}, "SLOW_CONSUMER_TIMEOUT"),
+        ({"DRAIN_TIMEOUT": "0"}, "DRAIN_TIMEOUT"),
+        ({"DRAIN_GRACE": "-1"}, "DRAIN_GRACE"),
+        ({"MAX_JOINS": "0"}, "MAX_JOINS"),
+        ({"MAX_BODY_BYTES": "0"}, "MAX_BODY_BYTES"),
+        ({"PUBLISH_RATE": "nan"}, "PUBLISH_RATE"),
+        ({"HEARTBEAT_INTERVAL": "inf"}, "HEARTBEAT_INTERVAL"),
+    ],
+)
+def test_values_that_parse_but_cannot_work_are_refused_in_one_line(
+    env: dict[str, str], says: str
+) -> None:
+    with pytest.raises(ConfigError, match=says) as refused:
+        load_settings({"AUTH_MODE": "none", **env})
+    assert "\n" not in str(refused.value)
+
+
+def test_min_replicas_zero_is_fine_without_replica_durability() -> None:
+    assert load_settings({"AUTH_MODE": "none", "MIN_REPLICAS": "0"}).min_replicas == 0
+
