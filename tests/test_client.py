@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import signal
 import time
 from collections import deque
 from collections.abc import Callable
@@ -653,7 +655,7 @@ async def test_kill_and_sigterm_while_publishing_every_message_once_in_order(
         assert [m["body"] for m in stored] == [f"m{n}" for n in range(len(stored))]
 
 
-BURST = 1000
+BURST = 3000
 
 
 async def test_publishes_in_flight_during_a_kill_are_stored_once(
@@ -666,10 +668,12 @@ async def test_publishes_in_flight_during_a_kill_are_stored_once(
         # Redis takes them, is still busy with them when it is killed.
         tasks = [asyncio.create_task(pub.publish(room, f"b{n}")) for n in range(BURST)]
         await async_wait_until(lambda: sum(t.done() for t in tasks) >= 30, 20, interval=0.001)
-        # Counted as the kill is issued: once it lands, the client resumes
-        # on Y and may have every publish answered before kill() returns.
+        # Counted while X is stopped (it can answer nothing more), then
+        # killed: once it is gone the client resumes on Y and may have every
+        # publish answered before kill() returns.
+        os.kill(x.pid, signal.SIGSTOP)
         in_flight = sum(not t.done() for t in tasks)
-        await kill(x)
+        await kill(x)  # SIGKILL ends a stopped process too
         returned = await asyncio.wait_for(asyncio.gather(*tasks), scaled(60))
     assert in_flight > 0
     stored = await history(y, room)
