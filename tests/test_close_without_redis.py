@@ -38,20 +38,8 @@ CLOSE_SLACK_S = 2.0
 
 
 @pytest.fixture
-def frozen_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A redis-server the test may SIGSTOP; always resumed and stopped."""
-    server = RedisServer(tmp_path / "redis").start()
-    try:
-        yield server
-    finally:
-        if server.proc is not None and server.proc.poll() is None:
-            os.kill(server.pid, signal.SIGCONT)
-        server.stop()
-
-
-@pytest.fixture
-def solo(frozen_redis: RedisServer, tmp_path: Path) -> Iterator[Instance]:
-    env = dict(BASE_ENV, REDIS_URL=frozen_redis.url, AUTH_MODE="jwt", JWT_SECRET=SECRET)
+def solo(own_redis: RedisServer, tmp_path: Path) -> Iterator[Instance]:
+    env = dict(BASE_ENV, REDIS_URL=own_redis.url, AUTH_MODE="jwt", JWT_SECRET=SECRET)
     inst = Instance("frozen", env, workdir=tmp_path / "frozen")
     try:
         yield inst.start()
@@ -61,7 +49,7 @@ def solo(frozen_redis: RedisServer, tmp_path: Path) -> Iterator[Instance]:
 
 
 async def test_token_expiry_closes_with_4401_on_time_while_redis_is_frozen(
-    solo: Instance, frozen_redis: RedisServer
+    solo: Instance, own_redis: RedisServer
 ) -> None:
     user = f"exp-{uuid.uuid4().hex[:8]}"
     exp = math.ceil(time.time()) + 1
@@ -71,11 +59,11 @@ async def test_token_expiry_closes_with_4401_on_time_while_redis_is_frozen(
         # Rooms give the clean-up something to do in Redis on the way out.
         for n in range(3):
             await client.join(f"exp-{n}-{uuid.uuid4().hex[:6]}", since="$")
-        os.kill(frozen_redis.pid, signal.SIGSTOP)
+        os.kill(own_redis.pid, signal.SIGSTOP)
         code = await client.wait_closed(timeout=exp + LEEWAY_S - time.time() + CLOSE_SLACK_S + 3)
         closed_at = time.time()
     finally:
-        os.kill(frozen_redis.pid, signal.SIGCONT)
+        os.kill(own_redis.pid, signal.SIGCONT)
         await client.close()
     assert code == 4401, f"closed with {code} ({client.close_reason!r})"
     late = closed_at - (exp + LEEWAY_S)
@@ -87,13 +75,13 @@ async def _gauge(inst: Instance) -> float:
 
 
 async def test_connection_gauge_returns_when_presence_writes_fail(
-    solo: Instance, frozen_redis: RedisServer
+    solo: Instance, own_redis: RedisServer
 ) -> None:
     """Sockets that come and go while Redis is frozen (the presence write on
     connect and the clean-up on close both fail) are all counted out."""
     baseline = await _gauge(solo)
     clients: list[WsClient] = []
-    os.kill(frozen_redis.pid, signal.SIGSTOP)
+    os.kill(own_redis.pid, signal.SIGSTOP)
     try:
         for n in range(3):
             token = pyjwt.encode({"sub": f"gone-{n}-{uuid.uuid4().hex[:6]}",
@@ -106,7 +94,7 @@ async def test_connection_gauge_returns_when_presence_writes_fail(
         for c in clients:
             await c.close()
     finally:
-        os.kill(frozen_redis.pid, signal.SIGCONT)
+        os.kill(own_redis.pid, signal.SIGCONT)
         for c in clients:
             await c.close()
     await async_wait_until(lambda: _gauge_is(solo, baseline), 25,
@@ -183,13 +171,13 @@ async def _threaded_gauge(server: ThreadedServer) -> float:
 
 
 async def test_a_socket_cancelled_while_counted_in_is_counted_out(
-    frozen_redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+    own_redis: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = load_settings(dict(BASE_ENV, REDIS_URL=frozen_redis.url,
+    settings = load_settings(dict(BASE_ENV, REDIS_URL=own_redis.url,
                                   INSTANCE_ID=f"inproc-{uuid.uuid4().hex[:6]}"))
     with ThreadedServer(settings, monkeypatch) as server:
         baseline = await _threaded_gauge(server)
-        os.kill(frozen_redis.pid, signal.SIGSTOP)
+        os.kill(own_redis.pid, signal.SIGSTOP)
         try:
             url = f"ws://127.0.0.1:{server.port}/ws?user=cut-{uuid.uuid4().hex[:6]}"
             client = await WsClient.open(url, name="cut", welcome=False)
@@ -202,7 +190,7 @@ async def test_a_socket_cancelled_while_counted_in_is_counted_out(
             finally:
                 await client.close()
         finally:
-            os.kill(frozen_redis.pid, signal.SIGCONT)
+            os.kill(own_redis.pid, signal.SIGCONT)
 
 
 async def _threaded_gauge_is(server: ThreadedServer, want: float) -> bool:

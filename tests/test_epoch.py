@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from client import Gap, Message, connect
 from tests.client_support import FAST, frozen, take
 from tests.conftest import BASE_ENV, InstanceFactory
-from tests.support import Instance, RedisServer, ServerError, WsClient, async_wait_until, open_client, wait_until
+from tests.support import Instance, RedisServer, ServerError, WsClient, async_wait_until, open_client
 
 
 @pytest.fixture(scope="module")
@@ -294,14 +294,7 @@ async def pub_once(inst: Instance, room: str, user: str) -> str:
 def replicated(epoch_redis: RedisServer, epoch_factory: InstanceFactory,
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Instance, RedisServer]]:
     """An instance confirming through WAIT, and the replica that acknowledges."""
-    replica = RedisServer(tmp_path_factory.mktemp("epoch-replica"),
-                          extra_args=("--replicaof", "127.0.0.1", str(epoch_redis.port))).start()
-    client = replica.client()
-    try:
-        wait_until(lambda: client.info("replication").get("master_link_status") == "up",
-                   15, message="replica link up")
-    finally:
-        client.close()
+    replica = epoch_redis.start_replica(tmp_path_factory.mktemp("epoch-replica"))
     inst = epoch_factory.start("R", DURABILITY="replica", MIN_REPLICAS="1", REPLICA_ACK_TIMEOUT_MS="3000")
     yield inst, replica
     replica.stop()

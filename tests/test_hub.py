@@ -33,13 +33,27 @@ from tests.support import RedisServer, async_wait_until, scaled
 
 class FaultyLog(RoomLog):
     """A RoomLog that fails on command: ``last_id`` once, held until released;
-    ``bounds`` a number of times with a programming error."""
+    ``bounds`` a number of times with a programming error; it also counts the
+    stream reads in flight at once."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.hold_last_id: asyncio.Event | None = None
         self.last_id_entered = asyncio.Event()
         self.bounds_failures = 0
+        self.read_delay = 0.0  # a slow Redis: reads overlap if allowed to
+        self.in_flight = 0
+        self.most = 0  # most stream reads in flight at once
+
+    async def read_after(self, room: str, after: str, count: int):  # type: ignore[no-untyped-def]
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            if self.read_delay:
+                await asyncio.sleep(self.read_delay)
+            return await super().read_after(room, after, count)
+        finally:
+            self.in_flight -= 1
 
     async def last_id(self, room: str) -> str:
         hold, self.hold_last_id = self.hold_last_id, None
@@ -178,51 +192,21 @@ async def test_joined_that_cannot_be_queued_closes_the_socket_instead_of_vanishi
                 await writer
 
 
-class CountingLog(FaultyLog):
-    """Counts the stream reads in flight at once."""
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)
-        self.in_flight = 0
-        self.most = 0
-
-    async def read_after(self, room: str, after: str, count: int):  # type: ignore[no-untyped-def]
-        self.in_flight += 1
-        self.most = max(self.most, self.in_flight)
-        try:
-            await asyncio.sleep(0.005)  # a slow Redis: reads overlap if allowed to
-            return await super().read_after(room, after, count)
-        finally:
-            self.in_flight -= 1
-
-
 async def test_after_a_resync_rooms_fill_a_few_at_a_time_and_all_go_live(
-    redis_server: RedisServer,
+    stack: tuple[Hub, FaultyLog],
 ) -> None:
     from app.hub import FILL_SLOTS
 
-    client = aioredis.Redis(host="127.0.0.1", port=redis_server.port)
-    keys = Keys(f"sghub-{uuid.uuid4().hex[:8]}")
-    log = CountingLog(client, keys, 10_000, RetryPolicy(1.0))
-    hub = Hub(log, subscribe_timeout_s=scaled(5.0))
-    bus = Bus(_connect(redis_server), keys, f"hub-{uuid.uuid4().hex[:6]}",
-              on_entry=hub.on_entry, on_resync=hub.on_resync, announce=client.publish,
-              ping_interval_s=0.2)
-    hub.bind(bus)
-    bus.start()
-    try:
-        rooms = [f"r{n}" for n in range(120)]
-        members = {room: Member("a") for room in rooms}
-        await asyncio.gather(*(hub.attach(room, members[room]) for room in rooms))
-        log.most = 0
-        for room in rooms:
-            hub.on_resync(room)  # as after the Pub/Sub link was rebuilt
-        sids = {room: (await log.append(room, "p", '"x"', None)).id for room in rooms}
-        await async_wait_until(
-            lambda: all(sids[room] in members[room].got for room in rooms), scaled(20.0),
-            message="some rooms never went live again")
-        assert 1 < log.most <= FILL_SLOTS < len(rooms)
-    finally:
-        await hub.close()
-        await bus.stop()
-        await client.aclose()
+    hub, log = stack
+    log.read_delay = 0.005
+    rooms = [f"r{n}" for n in range(120)]
+    members = {room: Member("a") for room in rooms}
+    await asyncio.gather(*(hub.attach(room, members[room]) for room in rooms))
+    log.most = 0
+    for room in rooms:
+        hub.on_resync(room)  # as after the Pub/Sub link was rebuilt
+    sids = {room: (await log.append(room, "p", '"x"', None)).id for room in rooms}
+    await async_wait_until(
+        lambda: all(sids[room] in members[room].got for room in rooms), scaled(20.0),
+        message="some rooms never went live again")
+    assert 1 < log.most <= FILL_SLOTS < len(rooms)

@@ -26,7 +26,7 @@ import redis.asyncio as aioredis
 from streams.keys import Keys
 from streams.log import NotConfirmed, ReplicaAcks, RoomLog
 from streams.retry import RetryPolicy
-from tests.support import RedisServer, wait_until
+from tests.support import RedisServer
 
 
 @pytest.fixture(scope="module")
@@ -34,14 +34,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RedisServer
     master = RedisServer(Path(tmp_path_factory.mktemp("wm-master"))).start()
     replica: RedisServer | None = None
     try:
-        replica = RedisServer(Path(tmp_path_factory.mktemp("wm-replica")),
-                              extra_args=("--replicaof", "127.0.0.1", str(master.port))).start()
-        client = replica.client()
-        try:
-            wait_until(lambda: client.info("replication").get("master_link_status") == "up",
-                       15, message="replica link up")
-        finally:
-            client.close()
+        replica = master.start_replica(Path(tmp_path_factory.mktemp("wm-replica")))
         yield master, replica
     finally:
         if replica is not None:

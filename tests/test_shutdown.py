@@ -14,7 +14,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,18 +29,6 @@ DRAIN_TIMEOUT_S = 2.0
 # What the teardown after the drain may take (Service.stop's bounds) plus
 # the interpreter's own start and exit.
 TEARDOWN_S = 6.0
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A redis-server this test may freeze or kill."""
-    server = RedisServer(tmp_path / "redis").start()
-    try:
-        yield server
-    finally:
-        if server.proc is not None and server.proc.poll() is None:
-            os.kill(server.pid, signal.SIGCONT)
-        server.stop()
 
 
 def _instance(name: str, redis_url: str, root: Path) -> ModuleAppInstance:

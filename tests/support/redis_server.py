@@ -99,6 +99,26 @@ class RedisServer:
         options.update(kwargs)
         return redis.Redis(host="127.0.0.1", port=self.port, **options)  # type: ignore[arg-type]
 
+    def start_replica(self, workdir: Path, timeout: float = 15.0) -> RedisServer:
+        """A replica of this server, returned once its link to it is up (a
+        replica that never synced cannot acknowledge a WAIT); stopped again
+        if that never happens."""
+        replica = RedisServer(workdir, extra_args=("--replicaof", "127.0.0.1", str(self.port))).start()
+        try:
+            client = replica.client()
+            try:
+                deadline = time.monotonic() + scaled(timeout)
+                while client.info("replication").get("master_link_status") != "up":
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"replica of {self.port} never linked up")
+                    time.sleep(0.05)
+            finally:
+                client.close()
+        except BaseException:
+            replica.stop()
+            raise
+        return replica
+
     def stop(self) -> None:
         if self.proc is not None:
             terminate(self.proc, grace=5)
