@@ -140,10 +140,16 @@ class Hub:
         n = pages.entries_for(max_bytes, r.entry_bytes if r is not None else 0.0, count)
         try:
             entries = await self._log.read_after(room, format_id(after), n)
+            # Read after the page: trims only move the mark forward, so one at
+            # or below a reader's position proves the page started right
+            # after it (read before, a trim could slip in between).
+            bounds = await self._log.bounds(room)
         finally:
             self._reading.pop(key, None)
         frames = [wire_text_frame(message_frame(e)) for e in entries]
         page = pages.build(frames, [e.key for e in entries], max_bytes)
+        page.trim_mark = parse_id(bounds.trim_mark)
+        page.epoch = bounds.epoch or ""
         if frames and r is not None:
             size = sum(map(len, frames)) / len(frames)
             r.entry_bytes = size if r.entry_bytes <= 0 else (3 * r.entry_bytes + size) / 4

@@ -32,13 +32,17 @@ UNKNOWN_ENTRY_COUNT = 16  # the first read of a room whose entry size is not kno
 class Page:
     """``count`` entries after some id, up to ``last``, as joined wire frames."""
 
-    __slots__ = ("blob", "count", "last", "cuts", "__weakref__")
+    __slots__ = ("blob", "count", "last", "cuts", "trim_mark", "epoch", "__weakref__")
 
     def __init__(self, blob: bytes, count: int, last: StreamId, cuts: tuple[int, ...]) -> None:
         self.blob = blob
         self.count = count
         self.last = last
         self.cuts = cuts  # increasing offsets at frame boundaries, the last one len(blob)
+        # The stream's trim mark and epoch, read right after the page: once
+        # for every socket that writes the page (see Session._catch_up).
+        self.trim_mark = ZERO
+        self.epoch = ""
 
     @property
     def nbytes(self) -> int:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from streams.log import RoomLog
-from streams.model import ZERO, Envelope, StreamId, format_id, parse_id
+from streams.model import ZERO, Envelope, StreamId, format_id
 from streams.retry import StorageUnavailable
 
 from .auth import Principal
@@ -194,18 +194,16 @@ class Session:
             try:
                 page = await self._hub.replay_page(room, feed.last, CATCH_UP_PAGE,
                                                    self.outbox.page_bytes)
-                # Bounds read after the page (trims only move forward, so a
-                # trim mark at or below ``last`` now proves the page started
-                # right after it). Reading on past a trimmed stretch, or into
-                # another incarnation of the stream, would be a silent gap:
-                # close instead, and the client resumes knowing.
-                bounds = await self._log.bounds(room)
-                if feed.gap(parse_id(bounds.trim_mark), bounds.epoch or ""):
-                    raise FellBehind(room)
             except StorageUnavailable:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
+            # The page carries the bounds read right after it (once for all
+            # its readers). Reading on past a trimmed stretch, or into another
+            # incarnation of the stream, would be a silent gap: close
+            # instead, and the client resumes knowing.
+            if feed.gap(page.trim_mark, page.epoch):
+                raise FellBehind(room)
             if not feed.active:
                 return
             if not page:

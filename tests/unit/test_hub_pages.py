@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from app.hub import Hub
+from streams.joinpoint import Bounds
 from streams.model import ZERO, Envelope, StreamId, format_id, parse_id
 
 WAIT = 2.0
@@ -24,6 +25,10 @@ class GatedLog:
         start = parse_id(after)[1]
         return [Envelope(room=room, id=f"1-{k}", prev="", sender="u", body='"x"')
                 for k in range(start + 1, start + 1 + count)]
+
+    async def bounds(self, room: str) -> Bounds:
+        """Read with each page: an untrimmed stream."""
+        return Bounds(last_id="1-100000", trim_mark="0-0", length=100000, epoch="E")
 
 
 def _hub(log: GatedLog) -> Hub:
