@@ -21,6 +21,7 @@ from .http import router as http_router
 from .service import Service
 from .static import STATIC_DIR
 from . import ws
+from .tutorial import router as tutorial_router
 
 WS_PATH = "/ws"
 
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return error_response(exc)
 
     app.include_router(http_router)  # /ws: see StreamGate
+    app.include_router(tutorial_router)  # /ws/{user_id}, /ws/{room}/{user_id}
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
