@@ -18,6 +18,7 @@ from .drain import Drainer
 from .logs import configure as configure_logs
 from .http import HTTPError, error_response
 from .http import router as http_router
+from .httpcount import HTTPCounter
 from .service import Service
 from .static import STATIC_DIR
 from . import ws
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def _http_error(request: Request, exc: HTTPError):  # type: ignore[no-untyped-def]
         return error_response(exc)
 
+    app.add_middleware(HTTPCounter)
     app.include_router(http_router)  # /ws: see StreamGate
     app.include_router(tutorial_router)  # /ws/{user_id}, /ws/{room}/{user_id}
     if STATIC_DIR.is_dir():

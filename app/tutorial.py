@@ -252,6 +252,7 @@ class TutorialConnection:
         if not self.outbox.push(p.error_frame(code, reason, ref)):
             raise TooSlow("error frames not read")
         self.svc.metrics.sent("error")
+        self.svc.metrics.error_sent(code)
 
     def _end(self, code: int, reason: str = "") -> None:
         """End the socket with ``code`` unless something ended it first; a
