@@ -14,9 +14,11 @@ import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import redis
+import yaml
 
 from ops import probes, procs, render
 from ops.procs import Proc
@@ -62,13 +64,47 @@ def test_compose_file_is_valid() -> None:
     assert run.returncode == 0, run.stderr
     services = set(run.stdout.split())
     assert {"redis-master", "redis-replica", "sentinel1", "sentinel2", "sentinel3",
-            "app1", "app2", "app3", "nginx", "prometheus"} <= services
+            "app1", "app2", "app3", "nginx", "prometheus", "redis-exporter", "alertmanager",
+            "grafana"} <= services
     text = COMPOSE.read_text()
     for used in ("ops/redis/master.conf", "ops/redis/replica.conf", "ops/sentinel/sentinel.conf",
                  "ops/nginx/streamgate.conf", "ops/prometheus/prometheus.yml"):
         assert used in text
     assert "DURABILITY: replica" in text
     assert "REDIS_SENTINELS: sentinel1:26379,sentinel2:26379,sentinel3:26379" in text
+
+
+def test_compose_wires_redis_exporter_and_alertmanager_into_prometheus() -> None:
+    """Every address Prometheus scrapes or alerts to is a compose service, and
+    the files the new services mount exist."""
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    prom = yaml.safe_load((REPO / "ops" / "prometheus" / "prometheus.yml").read_text())
+    alertmanagers = [t for am in prom["alerting"]["alertmanagers"]
+                     for sc in am["static_configs"] for t in sc["targets"]]
+    assert alertmanagers and all(t.split(":")[0] in services for t in alertmanagers)
+    jobs = {job["job_name"]: job for job in prom["scrape_configs"]}
+    redis_job = jobs["redis"]
+    (exporter,) = [r["replacement"] for r in redis_job["relabel_configs"]
+                   if r.get("target_label") == "__address__"]
+    assert exporter.split(":")[0] in services
+    assert "oliver006/redis_exporter" in services[exporter.split(":")[0]]["image"]
+    nodes = [t for sc in redis_job["static_configs"] for t in sc["targets"]]
+    assert {urlsplit(t).hostname for t in nodes} == {
+        name for name in services if name.startswith("redis-") and name != "redis-exporter"}
+    for name in ("alertmanager", "prometheus", "redis-exporter"):
+        for volume in services[name].get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (REPO / source).exists(), f"{name} mounts missing {source}"
+    assert "./ops/alertmanager/alertmanager.yml" in " ".join(services["alertmanager"]["volumes"])
+
+
+@pytest.mark.skipif(not shutil.which("amtool"), reason="amtool (prometheus-alertmanager) not installed")
+def test_alertmanager_config_is_valid() -> None:
+    run = subprocess.run(["amtool", "check-config", str(REPO / "ops" / "alertmanager" / "alertmanager.yml")],
+                         capture_output=True, text=True, timeout=scaled(30))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "2 receivers" in run.stdout
 
 
 def test_dockerfile_runs_the_app_module() -> None:
