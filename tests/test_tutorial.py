@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -18,6 +19,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from ops import procs
 from tests.support import Instance, async_wait_until, new_client_id, scaled
 from tests.support.http import history_ids, room_path
 from tests.support.tokens import make_token
@@ -58,8 +60,10 @@ class TutorialClient:
 
 
 @contextlib.asynccontextmanager
-async def tutorial(inst: Instance, path: str, **kwargs: Any) -> AsyncIterator[TutorialClient]:
-    ws = await connect(f"ws://127.0.0.1:{inst.port}{path}", open_timeout=scaled(10),
+async def tutorial(inst: Instance | int, path: str, **kwargs: Any) -> AsyncIterator[TutorialClient]:
+    """A client of ``path`` on an instance, or on a port (nginx)."""
+    port = inst if isinstance(inst, int) else inst.port
+    ws = await connect(f"ws://127.0.0.1:{port}{path}", open_timeout=scaled(10),
                        ping_interval=None, **kwargs)
     client = TutorialClient(ws)
     try:
@@ -200,3 +204,22 @@ async def test_jwt_mode_path_user_must_be_the_token_subject(
     async with tutorial(inst, path.format(room=room, user=alice)) as anon:
         code, _ = await anon.wait_closed()
         assert code == 4401
+
+
+async def test_tutorial_routes_work_through_the_shipped_nginx(
+    inst_a: Instance, inst_b: Instance, room: str, uid: Callable[[str], str], tmp_path: Any
+) -> None:
+    """The WebSocket upgrade reaches the instances for /ws/... paths too."""
+    if shutil.which("nginx") is None:
+        pytest.skip("nginx is not installed")
+    proxy = procs.start_nginx(procs.free_port(), [inst_a.port, inst_b.port], tmp_path / "nginx")
+    try:
+        alice = uid("alice")
+        async with tutorial(proxy.port, f"/ws/{alice}") as a:
+            await _ready(a, alice)
+        async with tutorial(proxy.port, f"/ws/{room}/{alice}") as r:
+            await r.send({"message": "through nginx"})
+            await r.wait_for(lambda fs: len(fs) == 1, "the room message")
+            assert json.loads(r.frames[0])["message"] == "through nginx"
+    finally:
+        assert procs.stop(proxy.pid, scaled(5), proxy.started)
