@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import shutil
+import signal
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -223,3 +224,24 @@ async def test_tutorial_routes_work_through_the_shipped_nginx(
             assert json.loads(r.frames[0])["message"] == "through nginx"
     finally:
         assert procs.stop(proxy.pid, scaled(5), proxy.started)
+
+
+async def test_sigterm_closes_tutorial_sockets_with_1012_and_the_instance_exits(
+    make_instance: Callable[..., Instance], room: str, uid: Callable[[str], str]
+) -> None:
+    """The drain treats tutorial sockets like /ws ones: closed with 1012
+    ("restarting": reconnect and resume), then the process exits."""
+    inst = make_instance("T", DRAIN_GRACE="0.2")
+    alice = uid("alice")
+    async with tutorial(inst, f"/ws/{alice}") as chat, tutorial(inst, f"/ws/{room}/{alice}") as r:
+        await _ready(chat, alice)
+        await r.send({"message": "before the drain"})
+        await r.wait_for(lambda fs: len(fs) == 1, "the room message")
+        inst.signal_stop()
+        assert await chat.wait_closed() == (1012, "instance restarting")
+        assert await r.wait_closed() == (1012, "instance restarting")
+    assert inst.proc is not None
+    code = await asyncio.to_thread(inst.proc.wait, scaled(10))
+    # uvicorn re-raises the SIGTERM it handled once it has shut down.
+    assert code in (0, -signal.SIGTERM), code
+    assert "Application shutdown complete" in inst.log_path.read_text(errors="replace")
