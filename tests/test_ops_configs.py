@@ -14,9 +14,11 @@ import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import redis
+import yaml
 
 from ops import probes, procs, render
 from ops.procs import Proc
@@ -24,6 +26,8 @@ from tests.support.timeouts import scaled
 
 REPO = procs.REPO_ROOT
 COMPOSE = REPO / "docker-compose.sentinel.yml"
+COMPOSE_PRODUCTION = REPO / "docker-compose.production.yml"
+SENTINEL_PRODUCTION = REPO / "ops" / "sentinel" / "sentinel-production.conf"
 
 needs_redis = pytest.mark.skipif(
     not (shutil.which("redis-server") and shutil.which("redis-sentinel")),
@@ -62,13 +66,75 @@ def test_compose_file_is_valid() -> None:
     assert run.returncode == 0, run.stderr
     services = set(run.stdout.split())
     assert {"redis-master", "redis-replica", "sentinel1", "sentinel2", "sentinel3",
-            "app1", "app2", "app3", "nginx", "prometheus"} <= services
+            "app1", "app2", "app3", "nginx", "prometheus", "redis-exporter", "alertmanager",
+            "grafana"} <= services
     text = COMPOSE.read_text()
     for used in ("ops/redis/master.conf", "ops/redis/replica.conf", "ops/sentinel/sentinel.conf",
                  "ops/nginx/streamgate.conf", "ops/prometheus/prometheus.yml"):
         assert used in text
     assert "DURABILITY: replica" in text
     assert "REDIS_SENTINELS: sentinel1:26379,sentinel2:26379,sentinel3:26379" in text
+
+
+def test_compose_wires_redis_exporter_and_alertmanager_into_prometheus() -> None:
+    """Every address Prometheus scrapes or alerts to is a compose service, and
+    the files the new services mount exist."""
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    prom = yaml.safe_load((REPO / "ops" / "prometheus" / "prometheus.yml").read_text())
+    alertmanagers = [t for am in prom["alerting"]["alertmanagers"]
+                     for sc in am["static_configs"] for t in sc["targets"]]
+    assert alertmanagers and all(t.split(":")[0] in services for t in alertmanagers)
+    jobs = {job["job_name"]: job for job in prom["scrape_configs"]}
+    redis_job = jobs["redis"]
+    (exporter,) = [r["replacement"] for r in redis_job["relabel_configs"]
+                   if r.get("target_label") == "__address__"]
+    assert exporter.split(":")[0] in services
+    assert "oliver006/redis_exporter" in services[exporter.split(":")[0]]["image"]
+    nodes = [t for sc in redis_job["static_configs"] for t in sc["targets"]]
+    assert {urlsplit(t).hostname for t in nodes} == {
+        name for name in services if name.startswith("redis-") and name != "redis-exporter"}
+    for name in ("alertmanager", "prometheus", "redis-exporter"):
+        for volume in services[name].get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (REPO / source).exists(), f"{name} mounts missing {source}"
+    assert "./ops/alertmanager/alertmanager.yml" in " ".join(services["alertmanager"]["volumes"])
+
+
+@pytest.mark.skipif(not shutil.which("docker-compose"), reason="docker-compose not installed")
+def test_production_override_swaps_in_the_production_sentinel_timings() -> None:
+    run = subprocess.run(["docker-compose", "-f", str(COMPOSE), "-f", str(COMPOSE_PRODUCTION),
+                          "config"], cwd=REPO, capture_output=True, text=True, timeout=scaled(60))
+    assert run.returncode == 0, run.stderr
+    services = yaml.safe_load(run.stdout)["services"]
+    for name in ("sentinel1", "sentinel2", "sentinel3"):
+        mounts = [v if isinstance(v, str) else f"{v['source']}:{v['target']}"
+                  for v in services[name]["volumes"]]
+        confs = [m for m in mounts if "/etc/streamgate/sentinel.conf" in m]
+        assert len(confs) == 1 and "sentinel-production.conf" in confs[0], (name, mounts)
+
+
+def _directives(path: Path) -> list[str]:
+    return [line for line in path.read_text().splitlines() if line and not line.startswith("#")]
+
+
+def test_production_sentinel_profile_differs_only_in_its_timings() -> None:
+    loopback = _directives(render.SENTINEL_CONF)
+    production = _directives(SENTINEL_PRODUCTION)
+    changed = {(a, b) for a, b in zip(loopback, production) if a != b}
+    assert len(loopback) == len(production)
+    assert changed == {
+        ("sentinel down-after-milliseconds mymaster 1000", "sentinel down-after-milliseconds mymaster 5000"),
+        ("sentinel failover-timeout mymaster 10000", "sentinel failover-timeout mymaster 60000"),
+    }
+
+
+@pytest.mark.skipif(not shutil.which("amtool"), reason="amtool (prometheus-alertmanager) not installed")
+def test_alertmanager_config_is_valid() -> None:
+    run = subprocess.run(["amtool", "check-config", str(REPO / "ops" / "alertmanager" / "alertmanager.yml")],
+                         capture_output=True, text=True, timeout=scaled(30))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "2 receivers" in run.stdout
 
 
 def test_dockerfile_runs_the_app_module() -> None:
@@ -295,6 +361,25 @@ def test_sentinel_conf_loads_with_the_documented_timings(
     # Sentinel rewrote its copy (its id), never the template.
     assert "sentinel myid" in (tmp_path / "s" / "sentinel.conf").read_text()
     assert "sentinel myid" not in render.SENTINEL_CONF.read_text()
+
+
+@needs_redis
+def test_production_sentinel_profile_loads_with_its_timings(tmp_path: Path, started: list[Proc]) -> None:
+    mport, sport = procs.free_ports(2)
+    master = procs.start_redis(mport, tmp_path / "m", wait=scaled(10))
+    started.append(master)
+    (tmp_path / "s").mkdir()
+    # start_sentinel runs an existing copy as is: seed it from the production profile.
+    (tmp_path / "s" / "sentinel.conf").write_text(
+        render.sentinel_conf(SENTINEL_PRODUCTION.read_text(), mport))
+    sentinel = procs.start_sentinel(sport, tmp_path / "s", mport, wait=scaled(10))
+    started.append(sentinel)
+    with probes.client(sport) as s:
+        m = s.sentinel_master("mymaster")
+    assert (m["ip"], m["port"], m["quorum"]) == ("127.0.0.1", mport, 2)
+    assert m["down-after-milliseconds"] == 5000
+    assert m["failover-timeout"] == 60000
+    assert m["parallel-syncs"] == 1
 
 
 @needs_redis

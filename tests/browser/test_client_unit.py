@@ -36,3 +36,11 @@ def test_client_unit_tests_pass() -> None:
     done = subprocess.run([node, "--test", str(SDK / "test" / "unit.test.mjs")],
                           capture_output=True, text=True, cwd=REPO_ROOT, timeout=scaled(60))
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+
+
+def test_chat_body_rendering_unit_tests_pass() -> None:
+    """render.js: the function the demo page renders every body with."""
+    node = _node()
+    done = subprocess.run([node, "--test", str(HERE / "render.test.mjs")],
+                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=scaled(60))
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
