@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from app.config import ConfigError, load_settings
 from streams.connection import RedisSettings
@@ -118,7 +119,7 @@ def test_outbox_bytes_default_to_one_mebibyte() -> None:
 
 def test_settings_are_frozen() -> None:
     s = load_settings({"AUTH_MODE": "none"})
-    with pytest.raises(AttributeError):
+    with pytest.raises(ValidationError, match="frozen"):
         s.port = 1  # type: ignore[misc]
 
 
