@@ -46,7 +46,8 @@ def test_client_unit_tests_pass() -> None:
 
 def _node_args(node: str) -> list[str]:
     """Node 22 has a global WebSocket; Node 20 needs the flag for the live tests."""
-    major = int(subprocess.run([node, "--version"], capture_output=True, text=True, check=True).stdout.lstrip("v").split(".")[0])
+    version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True).stdout
+    major = int(version.lstrip("v").split(".")[0])
     if major < 20:
         pytest.skip(f"node {major} is too old for the live tests (needs >= 20)")
     return [node, "--experimental-websocket"] if major < 22 else [node]
@@ -76,8 +77,9 @@ def test_the_npm_package_carries_its_tests_and_they_pass(inst_a: Instance, tmp_p
     npm = shutil.which("npm")
     if npm is None:
         pytest.skip("npm is not installed")
+    env = {**os.environ, "npm_config_cache": str(tmp_path / "cache")}  # leaves the user's cache alone
     packed = subprocess.run([npm, "pack", "--pack-destination", str(tmp_path)], cwd=SDK, capture_output=True,
-                            text=True, timeout=scaled(120), env={**os.environ, "npm_config_cache": str(tmp_path / "cache")})
+                            text=True, timeout=scaled(120), env=env)
     assert packed.returncode == 0, packed.stderr[-3000:]
     (tarball,) = tmp_path.glob("streamgate-client-*.tgz")
     with tarfile.open(tarball) as tar:
