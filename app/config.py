@@ -82,15 +82,15 @@ class Settings(BaseSettings):
         "REDIS_SENTINELS", (), "host:port,...; when set, the master is found through Sentinel", shown="")
     redis_sentinel_master: str = _env("REDIS_SENTINEL_MASTER", "mymaster", "Sentinel master name")
     redis_sentinel_password: str | None = _env(
-        "REDIS_SENTINEL_PASSWORD", None, "password for the sentinels themselves")
+        "REDIS_SENTINEL_PASSWORD", None, "password for the sentinels themselves", repr=False)
     redis_username: str | None = _env("REDIS_USERNAME", None, "Redis ACL user")
-    redis_password: str | None = _env("REDIS_PASSWORD", None, "Redis password")
+    redis_password: str | None = _env("REDIS_PASSWORD", None, "Redis password", repr=False)
     redis_ca_file: str | None = _env("REDIS_CA_FILE", None, "CA bundle that verifies a rediss:// REDIS_URL")
     instance_id: str = _env(
         "INSTANCE_ID", _instance_id, "this instance's name in metrics, logs and presence", shown="<hostname>-<pid>")
     auth_mode: Literal["jwt", "none"] = _env(
         "AUTH_MODE", "jwt", "jwt, or none (development: identity from ?user=)")
-    jwt_secret: str | None = _env("JWT_SECRET", None, "HS256 key (jwt mode needs it or JWT_PUBLIC_KEY)")
+    jwt_secret: str | None = _env("JWT_SECRET", None, "HS256 key (jwt mode needs it or JWT_PUBLIC_KEY)", repr=False)
     jwt_public_key: str | None = _env(
         "JWT_PUBLIC_KEY", None, "PEM public key as text or a file path (RS256/ES256)")
     jwt_audience: str | None = _env("JWT_AUDIENCE", None, "when set, tokens must carry this aud")
