@@ -163,12 +163,42 @@ class RedisConnector:
             self._nodes[address] = client
         return client
 
+    # -- the slot map, for the sharded bus (streams/shardbus.py) -------------
+
+    def owner(self, key: str) -> tuple[str, int] | None:
+        """The master that owns ``key``'s slot in the current map, if any."""
+        assert self.cluster is not None
+        try:
+            node = self.cluster.get_node_from_key(key)
+        except Exception:  # the slot is not covered (yet)
+            return None
+        return None if node is None else (node.host, int(node.port))
+
+    def masters(self) -> list[tuple[str, int]]:
+        assert self.cluster is not None
+        return sorted((n.host, int(n.port)) for n in self.cluster.get_primaries())
+
+    async def refresh(self) -> None:
+        """Read the slot map again from the cluster."""
+        assert self.cluster is not None
+        # The client's own first initialize also loads the command table it
+        # routes by; only then is a bare slot map refresh enough.
+        await self.cluster.initialize()
+        await self.cluster.nodes_manager.initialize()
+
+    async def ping(self) -> None:
+        """One PING to every master (a cluster) or to the master."""
+        if self.cluster is not None:
+            await self.cluster.ping(target_nodes=RedisCluster.PRIMARIES)
+        else:
+            await self.client.ping()
+
     async def recover(self) -> None:
         """Between retries: forget idle connections, so that the next attempt
         connects afresh (and, with Sentinel, to wherever the master is now;
         in a cluster, with a fresh slot map)."""
         if self.cluster is not None:
-            await self.cluster.nodes_manager.initialize()
+            await self.refresh()
             return
         await self.pool.disconnect(inuse_connections=False)
         if self._sentinel is not None:
