@@ -77,7 +77,7 @@ class Settings:
         return "*" in self.allowed_origins
 
 
-def _sentinels(text: str) -> tuple[tuple[str, int], ...]:
+def _sentinels(text: str, name: str = "REDIS_SENTINELS") -> tuple[tuple[str, int], ...]:
     out = []
     for part in text.split(","):
         part = part.strip()
@@ -85,7 +85,7 @@ def _sentinels(text: str) -> tuple[tuple[str, int], ...]:
             continue
         host, _, port = part.rpartition(":")
         if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
-            raise ConfigError(f"REDIS_SENTINELS: expected host:port, got {part!r}")
+            raise ConfigError(f"{name}: expected host:port, got {part!r}")
         out.append((host, int(port)))
     return tuple(out)
 
@@ -126,6 +126,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     redis = RedisSettings(
         url=get("REDIS_URL", DEFAULT_REDIS_URL),
         sentinels=_sentinels(env.get("REDIS_SENTINELS", "")),
+        cluster_nodes=_sentinels(env.get("REDIS_CLUSTER_NODES", ""), "REDIS_CLUSTER_NODES"),
         master_name=get("REDIS_SENTINEL_MASTER", "mymaster"),
         sentinel_password=env.get("REDIS_SENTINEL_PASSWORD") or None,
         username=env.get("REDIS_USERNAME") or None,
@@ -166,6 +167,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         host=get("HOST", "127.0.0.1"),
         port=num("PORT", 8000),
     )
+    if redis.cluster_nodes and (redis.sentinels or env.get("REDIS_SENTINEL_MASTER")):
+        raise ConfigError("REDIS_CLUSTER_NODES cannot be combined with REDIS_SENTINELS "
+                          "or REDIS_SENTINEL_MASTER: choose Sentinel or Cluster")
     _refuse_impossible(settings)
     if settings.room_history_maxlen < 1 or settings.outbound_queue < 8:
         raise ConfigError("ROOM_HISTORY_MAXLEN must be >= 1 and OUTBOUND_QUEUE >= 8")
