@@ -256,6 +256,16 @@ class LocalCluster:
         procs.wait_until(lambda: not procs.is_alive(p.pid, p.started), 10.0,
                          what=f"node {port} to die")
 
+    def restart(self, port: int, timeout: float = 30.0) -> Proc:
+        """Start a killed node again with its cluster config (no data): it
+        rejoins as a replica of whoever holds its slots now, and syncs."""
+        old = self.node(port)
+        if procs.is_alive(old.pid, old.started):
+            raise RuntimeError(f"node {port} is still running")
+        new = procs.respawn(old, wait=timeout)
+        self.nodes[self.nodes.index(old)] = new
+        return new
+
     def restart_empty(self, port: int, timeout: float = 30.0) -> Proc:
         """Start a killed node again on its port with no data and no cluster
         config: a brand-new, empty node (it joins nothing by itself)."""

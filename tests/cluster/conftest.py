@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
 import pytest
 
 from ops.redis_cluster import LocalCluster, key_slot
 from streams.keys import Keys
 from tests.conftest import BASE_ENV, InstanceFactory
 from tests.support import Instance
+
+
+KEYS = Keys(BASE_ENV["KEY_PREFIX"])
 
 
 class ClusterInstances(InstanceFactory):
@@ -24,10 +25,6 @@ class ClusterInstances(InstanceFactory):
 
     def start(self, name: str, **env: str) -> Instance:
         return super().start(name, REDIS_CLUSTER_NODES=self.cluster.seeds, **env)
-
-
-def start_cluster_instances(cluster: LocalCluster, root: Path) -> ClusterInstances:
-    return ClusterInstances(cluster, root)
 
 
 @pytest.fixture
@@ -45,7 +42,7 @@ def own_cluster_instances(own_redis_cluster: LocalCluster, tmp_path: Path) -> It
 
 
 def room_slot(room: str) -> int:
-    return key_slot(Keys(BASE_ENV["KEY_PREFIX"]).log(room))
+    return key_slot(KEYS.log(room))
 
 
 def rooms_on_every_master(cluster: LocalCluster, per_master: int) -> dict[int, list[str]]:
@@ -61,5 +58,3 @@ def rooms_on_every_master(cluster: LocalCluster, per_master: int) -> dict[int, l
             out[owner].append(room)
     raise AssertionError("could not spread rooms over the masters")
 
-
-Factory = Callable[..., Any]

@@ -23,12 +23,11 @@ from tests.support import open_client, scaled
 from tests.support.http import history_ids, presence
 from tests.support.ids import assert_ids_equal
 
-from .conftest import ClusterInstances, room_slot, rooms_on_every_master
+from .conftest import KEYS, ClusterInstances, room_slot, rooms_on_every_master
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(scaled(180))]
 
 PER_ROOM = 60
-KEYS = Keys(BASE_ENV["KEY_PREFIX"])
 KEYS_BUCKETED = Keys(BASE_ENV["KEY_PREFIX"], presence_buckets=PRESENCE_BUCKETS)
 
 
