@@ -278,6 +278,47 @@ class LocalCluster:
         self.nodes[self.nodes.index(old)] = new
         return new
 
+    def replace_shard(self, master: int, timeout: float = 60.0) -> None:
+        """Lose a whole shard (its master and replicas, SIGKILL) and put an
+        empty one in its place on the same ports, owning the same slots:
+        what a shard restored from nothing looks like. Every other node
+        forgets the dead ones, which frees their slots for the new master."""
+        replicas = self.masters()[master]
+        ranges = [(int(a), int(b)) for a, b, owner, *_ in self._ask(master, "CLUSTER", "SLOTS")  # type: ignore[union-attr]
+                  if int(owner[1]) == master]
+        dead = [self.node_id(p) for p in (master, *replicas)]
+        for port in (master, *replicas):
+            self.kill(port)
+        for port in (master, *replicas):
+            self.restart_empty(port, timeout)
+        for port in self.ports:
+            if port in (master, *replicas):
+                continue
+            for node_id in dead:
+                try:
+                    self._ask(port, "CLUSTER", "FORGET", node_id)
+                except redis.ResponseError:
+                    pass  # already forgotten
+        peer = next(p for p in self.ports if p not in (master, *replicas))
+        for port in (master, *replicas):
+            self._ask(port, "CLUSTER", "MEET", LOOPBACK, str(peer))
+        procs.wait_until(lambda: all(int(self._ask(p, "CLUSTER INFO")["cluster_known_nodes"])  # type: ignore[index]
+                                     == len(self.ports) for p in self.ports),
+                         timeout, interval=0.1, what="the new shard's nodes to be known")
+        for start, end in ranges:
+            self._ask(master, "CLUSTER", "ADDSLOTSRANGE", str(start), str(end))
+        new_id = self.node_id(master)
+        procs.wait_until(lambda: all(new_id in self._known_ids(p) for p in replicas),
+                         timeout, interval=0.1, what="the replicas to know the new master")
+        for port in replicas:
+            self._ask(port, "CLUSTER", "REPLICATE", new_id)
+        self.wait_healthy(timeout)
+
+    def _known_ids(self, port: int) -> list[str]:
+        """Node ids that ``port`` knows (redis-py parses CLUSTER NODES by address)."""
+        nodes = self._ask(port, "CLUSTER NODES")
+        return [str(n["node_id"]) for n in nodes.values()]  # type: ignore[union-attr]
+
     def wait_promoted(self, dead_master: int, timeout: float = 30.0) -> int:
         """Wait until one of ``dead_master``'s former replicas owns its slots."""
         before = self.masters().get(dead_master, [])
