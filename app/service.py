@@ -80,6 +80,9 @@ class Service:
                 self.redis, self.keys, self.instance,
                 on_entry=self.hub.on_entry, on_resync=self.hub.on_resync,
                 announce=self.redis.client.spublish, observer=self.metrics,
+                # A room's slot has a new owner, which may lack entries the
+                # old one had (leader durability): cached pages go.
+                on_moved=self.hub.forget_pages,
             )
         else:
             self.bus = Bus(

@@ -15,6 +15,9 @@ Contract (the same as :class:`streams.bus.Bus`, seen from the hub):
   channel, or answers an ``SSUBSCRIBE`` with ``MOVED`` (both reported by the
   link as ``on_lost``), or the periodic reconcile finds the slot map says
   another master owns the room now (a dead master says nothing).
+  ``on_moved`` hears of each move that the bus made itself (the owner
+  changed under a live subscription), so that the owner can forget what it
+  cached from the old master.
 
 Each link is a :class:`~streams.bus.Bus` with ``sharded=True``: its own
 connection, PING and canary (on a channel that hashes to one of its own
@@ -30,7 +33,6 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from redis.asyncio.connection import AbstractConnection
-from redis.crc import key_slot
 
 from .bounded import cancel_and_wait
 from .bus import Bus, SlotMoved
@@ -70,8 +72,10 @@ class ShardedBus:
         observer: Observer | None = None,
         ping_interval_s: float = 1.0,
         canary_interval_s: float = 2.0,
+        on_moved: Callable[[], None] = lambda: None,
     ) -> None:
         self._slots = slots
+        self._on_moved = on_moved
         self._keys = keys
         self._instance = instance
         self._on_entry = on_entry
@@ -174,8 +178,10 @@ class ShardedBus:
                     else:
                         old = self._placed.get(room)
                         self._placed[room] = owner
-                        if old is not None and old != owner and old in self._links:
-                            await self._links[old].unsubscribe(room)
+                        if old is not None and old != owner:
+                            self._on_moved()
+                            if old in self._links:
+                                await self._links[old].unsubscribe(room)
                         if resync:
                             self._on_resync(room)
                         return
@@ -270,6 +276,3 @@ class ShardedBus:
         await link.stop()
         self._poke.set()
 
-
-def slot_of(channel: str) -> int:
-    return int(key_slot(channel.encode()))
