@@ -53,6 +53,9 @@ from ops.redis_cluster import LocalCluster, key_slot
 
 SHARE_TOLERANCE = 0.15  # each master's share of the masters' CPU: a third, ±15 % of it
 COST_TOLERANCE = 0.10  # cluster cost per delivery: within 10 % of single Redis
+# The slot ranges `redis-cli --cluster create` gives three masters (which
+# master gets which range varies; the ranges do not).
+CREATE_RANGES = ((0, 5460, 1), (5461, 10922, 2), (10923, 16383, 3))
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class Options:
     publishers: int = 2
     client: str = "picows"
     out: Path = loadtest.RESULTS_DIR
+    first: str = "cluster"  # which mode runs first (the other follows on the same room names)
 
 
 # --- where rooms land ------------------------------------------------------------------
@@ -196,15 +200,14 @@ def run_single(opts: Options, root: Path, cores: tuple[list[int] | None, list[in
 
 
 def run_cluster(opts: Options, root: Path, cores: tuple[list[int] | None, list[int] | None],
-                out_dir: Path) -> tuple[dict[str, Any], str]:
+                run_id: str, out_dir: Path) -> dict[str, Any]:
     server, other = cores
     nodes = LocalCluster(root / "cluster-nodes")
     stack: bench.Stack | None = None
     try:
         nodes.start(60.0)
         _pin([p.pid for p in nodes.nodes], other)
-        ranges = slot_owners(nodes.ports[0])
-        run_id, counts = balanced_run_id(opts.rooms, ranges)
+        counts = rooms_by_master(run_id, opts.rooms, slot_owners(nodes.ports[0]))
         masters = sorted(counts)
         replicas = [p for p in nodes.ports if p not in masters]
         print(f"rooms per master (run id {run_id}): {counts}", flush=True)
@@ -221,7 +224,7 @@ def run_cluster(opts: Options, root: Path, cores: tuple[list[int] | None, list[i
         fig["masters"] = {str(p): v for p, v in
                           shares({m: before[m] for m in masters}, {m: after[m] for m in masters}).items()}
         fig["replicas_info_cpu_s"] = round(sum(after[p] - before[p] for p in replicas), 3)
-        return fig, run_id
+        return fig
     finally:
         if stack is not None:
             stack.redis = None  # the cluster's node: stopped with the cluster below
@@ -296,8 +299,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     ap.add_argument("--publishers", type=int, default=d.publishers)
     ap.add_argument("--client", choices=("picows", "websockets"), default=d.client)
     ap.add_argument("--out", type=Path, default=d.out)
+    ap.add_argument("--first", choices=("cluster", "single"), default=d.first,
+                    help="the mode measured first (swap it to see what the order costs)")
     a = ap.parse_args(argv)
-    return Options(a.rooms, a.room_size, a.rate, a.seconds, a.publishers, a.client, a.out)
+    return Options(a.rooms, a.room_size, a.rate, a.seconds, a.publishers, a.client, a.out,
+                   a.first)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -309,10 +315,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_dir = opts.out / (datetime.now().strftime("%Y%m%d-%H%M%S") + "-cluster")
     out_dir.mkdir(parents=True, exist_ok=True)
     cores = bench._cores()
-    print("== cluster (3 masters, 3 replicas)", flush=True)
-    cluster, run_id = run_cluster(opts, out_dir / "run", cores, out_dir)
-    print("== single Redis (a master and a replica), the same room names", flush=True)
-    single = run_single(opts, out_dir / "run", cores, run_id, out_dir)
+    run_id, _ = balanced_run_id(opts.rooms, CREATE_RANGES)
+    single: dict[str, Any] = {}
+    cluster: dict[str, Any] = {}
+    for mode in (opts.first, "single" if opts.first == "cluster" else "cluster"):
+        if mode == "cluster":
+            print("== cluster (3 masters, 3 replicas)", flush=True)
+            cluster = run_cluster(opts, out_dir / "run", cores, run_id, out_dir)
+        else:
+            print("== single Redis (a master and a replica)", flush=True)
+            single = run_single(opts, out_dir / "run", cores, run_id, out_dir)
     cmp = compare(single, cluster)
     (out_dir / "summary.json").write_text(json.dumps(
         {"options": {k: str(v) for k, v in vars(opts).items()}, "single": single,

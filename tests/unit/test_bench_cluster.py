@@ -8,7 +8,7 @@ from ops.loadtest_run import room_name
 from ops.redis_cluster import key_slot
 
 # What `redis-cli --cluster create` assigns to three masters.
-RANGES = [(0, 5460, 7001), (5461, 10922, 7002), (10923, 16383, 7003)]
+RANGES = [(a, b, 7000 + m) for a, b, m in bc.CREATE_RANGES]
 
 
 def test_a_room_hashes_on_its_name_as_its_keys_do() -> None:
