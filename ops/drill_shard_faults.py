@@ -82,9 +82,8 @@ class ShardView:
         if not all(procs.is_alive(p.pid, p.started) for p in self.procs()):
             return False
         try:
-            if not self.nodes()._healthy():
-                return False
-        except redis.RedisError:
+            self.nodes().wait_healthy(timeout=0.5)
+        except (TimeoutError, procs.ProcessExited, redis.RedisError):
             return False
         return all(probes.http_status(f"http://{LOOPBACK}:{a.port}/readyz") == 200
                    for a in self.procs("app"))
