@@ -63,13 +63,20 @@ def test_redis_cluster_up_status_down(state_dir: Path) -> None:
     assert all(p.port not in procs.RESERVED_PORTS and p.port + 10000 <= 65535 for p in nodes)
     assert state["seeds"] == ",".join(f"127.0.0.1:{p.port}" for p in nodes)
 
-    # status: three shards covering every slot, each master with an online replica.
-    st = json.loads(_run(state_dir, "status", "--json").stdout)
+    # status: three shards covering every slot, each master with an online
+    # replica. `status` asks one node, whose view of its peers' health comes
+    # by gossip: poll it until that node has caught up.
+    def whole() -> dict[str, object] | None:
+        st = json.loads(_run(state_dir, "status", "--json").stdout)
+        shards = st["shards"] or []
+        ok = len(shards) == 3 and all(
+            s["master_health"] == "online" and len(s["replicas"]) == 1
+            and s["replicas"][0].endswith("(online)") for s in shards)
+        return st if ok else None
+
+    st = procs.wait_until(whole, scaled(30), interval=0.5, what="status to show three whole shards")
     assert st["all_alive"] and st["cluster_state"] == "ok"
-    assert len(st["shards"]) == 3
-    assert sum(s["slots"] for s in st["shards"]) == 16384
-    assert all(s["master_health"] == "online" and len(s["replicas"]) == 1
-               and s["replicas"][0].endswith("(online)") for s in st["shards"])
+    assert sum(s["slots"] for s in st["shards"]) == 16384  # type: ignore[union-attr]
     roles = sorted(r["redis_role"] for r in st["processes"] if r["role"] == "redis")
     assert roles == ["master"] * 3 + ["slave"] * 3
     text = _run(state_dir, "status")
