@@ -96,7 +96,8 @@ def node_args(port: int, directory: Path, extra: Sequence[str] = ()) -> list[str
 class LocalCluster:
     """Six cluster nodes under ``root``; ``start`` forms the cluster.
 
-    ``extra_args`` go to every node (e.g. ``("--requirepass", "x")``).
+    ``password``: every node requires it (and replicas use it to sync).
+    ``extra_args`` go to every node last.
     """
 
     root: Path
@@ -134,7 +135,8 @@ class LocalCluster:
     def _spawn(self, port: int, timeout: float) -> Proc:
         directory = (self.root / f"node-{port}").resolve()
         directory.mkdir(parents=True, exist_ok=True)
-        proc = procs.spawn(f"cluster-{port}", "redis", node_args(port, directory, self.extra_args),
+        auth = ("--requirepass", self.password, "--masterauth", self.password) if self.password else ()
+        proc = procs.spawn(f"cluster-{port}", "redis", node_args(port, directory, (*auth, *self.extra_args)),
                            port, directory / "redis.log")
         return procs.started_or_stopped(proc, timeout)
 

@@ -298,8 +298,10 @@ class Bus:
         while True:
             try:
                 reply = await link.conn.read_response(timeout=read_timeout)
-            except rex.ResponseError as exc:  # a subscribe this node refused
-                self._refused(link, exc)
+            except rex.ResponseError as exc:
+                if not self._sharded:
+                    raise  # one Redis: the run loop rebuilds the link
+                self._refused(link, exc)  # a subscribe this node refused
                 continue
             if not isinstance(reply, list) or not reply:
                 continue

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -22,6 +23,7 @@ from tests.conftest import BASE_ENV
 from tests.support import open_client, scaled
 from tests.support.http import history_ids, presence
 from tests.support.ids import assert_ids_equal
+from tests.support.programs import require
 
 from .conftest import KEYS, ClusterInstances, room_slot, rooms_on_every_master
 
@@ -101,3 +103,22 @@ async def test_presence_spreads_over_the_shards(
         for c in clients:
             await c.close()
 
+
+
+async def test_a_password_protected_cluster_with_the_same_credentials_settings(
+    tmp_path: Path, uid: Callable[[str], str]
+) -> None:
+    """REDIS_PASSWORD reaches every node: commands, WAIT and the shard links."""
+    require("redis-server", "redis-cli")
+    cluster = LocalCluster(tmp_path / "c", password="s3cret-cluster").start(timeout=scaled(60))
+    factory = ClusterInstances(cluster, tmp_path / "instances")
+    try:
+        inst = factory.start("PW", REDIS_PASSWORD="s3cret-cluster", DURABILITY="replica")
+        room = next(iter(rooms_on_every_master(cluster, 1).values()))[0]
+        async with await open_client(inst, uid("pw")) as c:
+            await c.join(room, since="$")
+            published = await c.publish(room, {"n": 1})
+            await c.wait_for_id(room, published["id"])
+    finally:
+        factory.stop_all()
+        cluster.stop()

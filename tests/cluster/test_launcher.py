@@ -7,6 +7,10 @@ of one master by promoting its replica, and leave no process behind.
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,3 +57,24 @@ def test_killed_master_is_replaced_and_every_node_stopped(tmp_path: Path) -> Non
         recorded = list(cluster.nodes)
         cluster.stop()
     assert not [p for p in recorded if procs.is_alive(p.pid, p.started)]
+
+
+def test_command_line_prints_the_seeds_and_stops_every_node_on_sigterm(tmp_path: Path) -> None:
+    """``python -m ops.redis_cluster`` as an operator runs it: one JSON line
+    with ``REDIS_CLUSTER_NODES``, then SIGTERM leaves no node behind."""
+    require("redis-server", "redis-cli")
+    proc = subprocess.Popen([sys.executable, "-m", "ops.redis_cluster", "--dir", str(tmp_path / "c")],
+                            cwd=procs.REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # the launcher waits for a whole cluster first
+        info = json.loads(line)
+        seeds = info["REDIS_CLUSTER_NODES"].split(",")
+        assert len(seeds) == 6 and len(info["masters"]) == 3
+        pids = [int(p) for p in info["pids"].values()]
+        assert all(procs.is_alive(p) for p in pids)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=scaled(30))
+    assert proc.returncode == 0
+    assert not [p for p in pids if procs.is_alive(p)]
