@@ -72,3 +72,16 @@ def test_migrate_live_slot(shard_view: ShardView) -> None:
     _accounted(report, text)
     assert report.figures["owner afterwards"] == report.figures["to"], text
     assert all(s.reconnects == 0 for r in report.rooms for s in r.findings.subscribers), text
+
+
+@pytest.mark.timeout(scaled(180))
+def test_freeze_shard_master(shard_view: ShardView) -> None:
+    report, text = _run(shard_view, "freeze-shard-master")
+    _accounted(report, text)
+    assert report.figures.get("new master"), text
+    # Woken up, the old master is a replica, or at least refuses the write.
+    assert report.figures["old master role on resume"] == "slave" or \
+        str(report.figures["old master write probe on resume"]).startswith("refused"), text
+    assert report.erased is not None and not report.erased["confirmed"] \
+        and not report.erased["delivered"], text
+    print(text)
