@@ -45,7 +45,8 @@ class RecordedCluster(LocalCluster):
         name = f"redis-{len(self.nodes) + 1}"
         directory = (self.root / name).resolve()
         directory.mkdir(parents=True, exist_ok=True)
-        proc = procs.spawn(name, "redis", node_args(port, directory, self.extra_args),
+        auth = ("--requirepass", self.password, "--masterauth", self.password) if self.password else ()
+        proc = procs.spawn(name, "redis", node_args(port, directory, (*auth, *self.extra_args)),
                            port, directory / "redis.log")
         if self._record is not None:
             self._record(proc)
