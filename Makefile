@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test fuzz bench bench-cluster membench cluster cluster-down cluster-status clean
+.PHONY: install run test fuzz bench membench cluster cluster-down cluster-status clean
 
 install: $(STAMP)
 
@@ -48,6 +48,7 @@ bench: install
 
 # One Redis against a 3-shard Redis Cluster, the same fan-out scenario
 # (docs/benchmarks.md), about 4 minutes. BENCH_ARGS as above, e.g. "--rate 600".
+.PHONY: bench-cluster
 bench-cluster: install
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m ops.bench_cluster $(BENCH_ARGS)
