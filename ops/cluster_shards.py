@@ -29,8 +29,6 @@ from ops import procs
 from ops.procs import LOOPBACK, Proc
 from ops.redis_cluster import LocalCluster, node_args
 
-NODES = 6
-
 
 class RecordedCluster(LocalCluster):
     """A LocalCluster whose nodes are named ``redis-N``, live in
