@@ -244,12 +244,34 @@ def migrate_slot(view: ShardView, room: str, **_: object) -> FaultResult:
         res.problems.append(f"slot migration failed: {exc}")
     res.ended = time.monotonic()
     res.figures["migration took (s)"] = round(res.ended - t0, 3)
-    owner = view.nodes().owner(slot)
-    res.figures["owner afterwards"] = view.describe(owner)
-    if owner != target:
-        res.problems.append(f"slot {slot} is on {view.name(owner)}, not {view.name(target)}")
+    # SETSLOT NODE went to the masters; replicas learn the new owner by
+    # gossip. Wait (bounded) until every node names the target.
+    try:
+        procs.wait_until(lambda: _owners(view, slot) == {target}, 10.0, interval=0.05,
+                         what=f"every node to name {view.name(target)} as the owner of {slot}")
+        res.figures["every node agreed after (s)"] = round(time.monotonic() - t0, 3)
+    except TimeoutError:
+        seen = ", ".join(sorted(view.name(p) for p in _owners(view, slot)))
+        res.problems.append(f"10 s after the migration the nodes name {seen} as the owner of "
+                            f"slot {slot}, not only {view.name(target)}")
     res.restore = lambda: view.wait_ready(60.0)
     return res
+
+
+def _owners(view: ShardView, slot: int) -> set[int]:
+    """The owner of ``slot`` according to each live node (one entry when they agree)."""
+    out: set[int] = set()
+    for p in view.procs("redis"):
+        if not procs.is_alive(p.pid, p.started):
+            continue
+        try:
+            with probes.client(p.port) as r:
+                for start, end, master, *_ in r.execute_command("CLUSTER", "SLOTS"):
+                    if int(start) <= slot <= int(end):
+                        out.add(int(master[1]))
+        except redis.RedisError:
+            out.add(-1)  # a node that does not answer has not agreed
+    return out
 
 
 SHARD_INJECT: dict[str, Callable[..., FaultResult]] = {

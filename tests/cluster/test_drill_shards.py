@@ -70,7 +70,7 @@ def test_kill_shard_master(shard_view: ShardView) -> None:
 def test_migrate_live_slot(shard_view: ShardView) -> None:
     report, text = _run(shard_view, "migrate-slot")
     _accounted(report, text)
-    assert report.figures["owner afterwards"] == report.figures["to"], text
+    assert float(report.figures["every node agreed after (s)"]) < 10, text  # type: ignore[arg-type]
     assert all(s.reconnects == 0 for r in report.rooms for s in r.findings.subscribers), text
 
 
