@@ -26,8 +26,10 @@ fuzz: install
 	STREAMGATE_FUZZ_EXAMPLES=$${STREAMGATE_FUZZ_EXAMPLES:-5000} $(BIN)/python -m pytest -q \
 		--timeout=0 tests/unit/test_chain_model.py tests/unit/test_feed_model.py
 
+# CLUSTER_ARGS passes options to `ops.cluster up`, e.g. CLUSTER_ARGS="--redis cluster"
+# for a 3-shard Redis Cluster instead of Sentinel.
 cluster: install
-	$(BIN)/python -m ops.cluster up
+	$(BIN)/python -m ops.cluster up $(CLUSTER_ARGS)
 
 cluster-down: install
 	$(BIN)/python -m ops.cluster down
@@ -43,6 +45,13 @@ clean:
 bench: install
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m ops.bench $(BENCH_ARGS)
+
+# One Redis against a 3-shard Redis Cluster, the same fan-out scenario
+# (docs/benchmarks.md), about 4 minutes. BENCH_ARGS as above, e.g. "--rate 600".
+.PHONY: bench-cluster
+bench-cluster: install
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python -m ops.bench_cluster $(BENCH_ARGS)
 
 # Memory held for sockets that never read (docs/benchmarks.md), about 2 minutes.
 # MEMBENCH_ARGS passes options to ops.membench, e.g. MEMBENCH_ARGS="--phases one".
