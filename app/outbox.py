@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable
 
 from .pages import Page
 from .protocol import wire_text_frame
+from .socket import FrameWriter
 
 log = logging.getLogger("streamgate.outbox")
 
@@ -95,7 +96,7 @@ class Outbox:
 
     __slots__ = ("_send", "_limit", "_max_bytes", "_bytes", "_low_water", "_hard",
                  "_stall_timeout", "_queue", "_space", "_drained", "_writing",
-                 "_send_started", "sent", "raw", "_server_protocol", "_writer",
+                 "_send_started", "sent", "raw", "_writer",
                  "_closed", "_on_error")
 
     def __init__(
@@ -121,19 +122,17 @@ class Outbox:
         self._writing = False
         self._send_started = 0.0
         self.sent = 0
-        # The socket's transport (when the server exposes it, see rawsocket.py)
-        # for direct writes of shared, pre-encoded frames; never once the
-        # server has sent its close frame (uvicorn's protocol says so).
-        self.raw: asyncio.WriteTransport | None = None
-        self._server_protocol: object = None
+        # Direct writes of shared, pre-encoded frames, when the server offers
+        # them (see app/socket.py); never once it is closing.
+        self.raw: FrameWriter | None = None
         self._writer: asyncio.Task[None] | None = None
         self._closed = False
         self._on_error = on_error
 
-    def attach(self, transport: asyncio.WriteTransport | None) -> None:
-        """Enable direct writes to this socket's transport (looked up once)."""
-        self.raw = transport
-        self._server_protocol = transport.get_protocol() if transport is not None else None
+    def attach(self, writer: FrameWriter | None) -> None:
+        """Enable direct writes of whole frames to this socket (None: every
+        frame goes through ``send``)."""
+        self.raw = writer
 
     @property
     def writer(self) -> asyncio.Task[None] | None:
@@ -181,14 +180,13 @@ class Outbox:
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(self._write(), name="ws-write")
 
-    def _direct(self) -> asyncio.WriteTransport | None:
-        """The transport, when a frame may be written to it right now: nothing
+    def _direct(self) -> FrameWriter | None:
+        """The writer, when a frame may be written to it right now: nothing
         queued or in flight (order), its buffer under the high-water mark,
-        and no close frame sent."""
+        and not closing (no close frame sent)."""
         raw = self.raw
         if (raw is not None and not self._queue and not self._writing
-                and raw.get_write_buffer_size() < RAW_HIGH_WATER and not raw.is_closing()
-                and not getattr(self._server_protocol, "close_sent", False)):
+                and raw.get_write_buffer_size() < RAW_HIGH_WATER and not raw.is_closing()):
             return raw
         return None
 
@@ -307,7 +305,7 @@ class Outbox:
             self._send_started = loop.time()  # progress: a slow reader is not a stalled one
         await self._below_high_water(raw)
 
-    async def _below_high_water(self, raw: asyncio.WriteTransport) -> None:
+    async def _below_high_water(self, raw: FrameWriter) -> None:
         """Wait until the transport's buffer is under RAW_HIGH_WATER.
 
         Raise ConnectionResetError once the socket is closing (the server
@@ -316,7 +314,7 @@ class Outbox:
         catch-up read on through the history for nobody."""
         pause = POLL_S[0]
         while True:
-            if raw.is_closing() or getattr(self._server_protocol, "close_sent", False):
+            if raw.is_closing():
                 raise ConnectionResetError("the socket is closing")
             if raw.get_write_buffer_size() <= RAW_HIGH_WATER:
                 return
