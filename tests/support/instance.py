@@ -56,10 +56,12 @@ class Instance:
     """
 
     def __init__(
-        self, name: str, env: Mapping[str, str], workdir: Path | None = None, app: str = "app.main:app"
+        self, name: str, env: Mapping[str, str], workdir: Path | None = None, app: str = "app.main:app",
+        ws: str = TEST_WS,
     ) -> None:
         self.name = name
         self.app = app
+        self.ws = ws  # uvicorn's --ws value ("asgi": its default), see ws_args
         self.env = dict(env)
         self.env.setdefault("INSTANCE_ID", name)
         self.dir = Path(workdir or tempfile.mkdtemp(prefix=f"sg-{name}-"))
@@ -106,7 +108,7 @@ class Instance:
             "--host", "127.0.0.1",
             "--port", str(self.port),
             "--no-access-log",
-            *ws_args(),
+            *ws_args(self.ws),
         ]
 
     def start(self, timeout: float = 20.0) -> Instance:
