@@ -62,11 +62,9 @@ from ops.loadtest_client import (
 )
 from ops.traffic import Endpoint
 
+# "lean": streamgate's own protocol class for /ws (procs.WS_ALIASES); the
+# others are uvicorn's, with /ws through the ASGI app.
 WS_IMPLS = ("lean", "websockets-sansio", "websockets", "wsproto")
-# Short names for --ws values that are class paths; "lean" is streamgate's own
-# protocol class (what `python -m app` runs), the others uvicorn's, with /ws
-# through the ASGI app.
-WS_ALIASES = {"lean": "app.lean:LeanWebSocket"}
 TARGETS = {
     "deliveries_per_server_cpu_s": 150_000,  # at least
     "p99_ms_at_50k": 50.0,  # at most
@@ -144,7 +142,7 @@ class Stack:
                    "KEY_PREFIX": f"bench-{tag}", "INSTANCE_ID": f"bench-{ws}-{i}",
                    "MAX_CONNECTIONS": "20000", "LOG_FORMAT": "json", **self.env}
             cmd = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
-                   "--port", str(port), "--ws", WS_ALIASES.get(ws, ws), "--no-access-log", "--log-level", "warning"]
+                   "--port", str(port), "--ws", procs.WS_ALIASES.get(ws, ws), "--no-access-log", "--log-level", "warning"]
             self.apps.append(procs.spawn(f"app-{ws}-{i}", "app", _pinned(cmd, self.server_cores),
                                          port, self.root / f"app-{ws}-{i}.log", env=env,
                                          cwd=self.app_cwd))
