@@ -64,28 +64,24 @@ _TEXT, _BINARY, _CONT = Opcode.TEXT, Opcode.BINARY, Opcode.CONT
 _PONG, _CLOSE = Opcode.PONG, Opcode.CLOSE
 
 
-class _Flusher:
-    """Writes what each socket was given during one loop iteration with one
-    ``transport.write``: a notification batch that reaches a socket k times
-    costs one syscall instead of k."""
-
-    __slots__ = ("_dirty",)
-
-    def __init__(self) -> None:
-        self._dirty: list[LeanWebSocket] = []
-
-    def add(self, sock: LeanWebSocket) -> None:
-        if not self._dirty:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._dirty.append(sock)
-
-    def _flush(self) -> None:
-        dirty, self._dirty = self._dirty, []
-        for sock in dirty:
-            sock.flush()
+# The sockets written to during this loop iteration, flushed by one callback
+# at its end: what a socket was given in one iteration leaves in one
+# ``transport.write``, so a notification batch that reaches a socket k times
+# costs one syscall instead of k.
+_dirty: list[LeanWebSocket] = []
 
 
-_FLUSHER = _Flusher()
+def _flush_all() -> None:
+    global _dirty
+    dirty, _dirty = _dirty, []
+    for sock in dirty:
+        out = sock._out
+        if out is None:
+            continue
+        sock._out = None
+        sock._out_bytes = 0
+        if not sock._shut:
+            sock.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
 
 class LeanWebSocket(asyncio.Protocol):
@@ -93,8 +89,8 @@ class LeanWebSocket(asyncio.Protocol):
 
     __slots__ = ("_config", "_state", "_app_state", "transport", "_framer", "_head", "_inbox",
                  "_inbox_bytes", "_waiter", "_frag", "_frag_text", "_out", "_out_bytes",
-                 "_timer", "_ping", "_close_sent", "_gone", "_lost", "_paused", "_blocked",
-                 "_unblocked")
+                 "_timer", "_ping", "_close_sent", "_gone", "_lost", "_shut", "_paused",
+                 "_blocked", "_unblocked")
 
     def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
                  _loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -116,6 +112,7 @@ class LeanWebSocket(asyncio.Protocol):
         self._close_sent = False
         self._gone = False  # no more messages for the reader
         self._lost = False
+        self._shut = False  # close frame sent, or lost: nothing more is written
         self._paused = False  # reading paused: the inbox is full
         self._blocked = False  # the transport's buffer is above its high-water mark
         self._unblocked: asyncio.Future[None] | None = None
@@ -127,7 +124,7 @@ class LeanWebSocket(asyncio.Protocol):
         self._state.connections.add(self)  # type: ignore[arg-type]
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._lost = True
+        self._lost = self._shut = True
         self._out = None
         self._out_bytes = 0
         self._cancel_timer()
@@ -191,7 +188,7 @@ class LeanWebSocket(asyncio.Protocol):
                 out = b"".join(framer.data_to_send()) or framer.reject(
                     400, "Failed to open a WebSocket connection: invalid request.\n").serialize()
                 self._head = None
-                self._close_sent = True
+                self._close_sent = self._shut = True
                 self.transport.write(out)
                 self.transport.close()
             return
@@ -207,7 +204,7 @@ class LeanWebSocket(asyncio.Protocol):
         response = framer.accept(request)
         if response.status_code != 101:
             framer.send_response(response)
-            self._close_sent = True
+            self._close_sent = self._shut = True
             self.transport.write(b"".join(framer.data_to_send()))
             self.transport.close()
             return
@@ -312,13 +309,23 @@ class LeanWebSocket(asyncio.Protocol):
 
     # -- app.socket.FrameWriter --------------------------------------------
 
+    def offer(self, data: bytes) -> bool:
+        # The transport says when its buffer passes its high-water mark
+        # (pause_writing): no query per frame.
+        if self._shut or self._blocked or self._out_bytes >= RAW_HIGH_WATER:
+            return False
+        self.write(data)
+        return True
+
     def write(self, data: bytes | memoryview) -> None:
         if self._lost:
             return
         out = self._out
         if out is None:
             self._out = [data]
-            _FLUSHER.add(self)
+            if not _dirty:
+                asyncio.get_running_loop().call_soon(_flush_all)
+            _dirty.append(self)
         else:
             out.append(data)
         self._out_bytes += len(data)
@@ -327,7 +334,7 @@ class LeanWebSocket(asyncio.Protocol):
         return self._out_bytes + self.transport.get_write_buffer_size()
 
     def is_closing(self) -> bool:
-        return self._close_sent or self._lost or self.transport.is_closing()
+        return self._shut or self.transport.is_closing()
 
     def flush(self) -> None:
         """Hand what was written since the last flush to the transport."""
@@ -336,7 +343,7 @@ class LeanWebSocket(asyncio.Protocol):
             return
         self._out = None
         self._out_bytes = 0
-        if not self._lost:
+        if not self._lost and not self.transport.is_closing():
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     # -- uvicorn's shutdown ------------------------------------------------------
@@ -404,7 +411,7 @@ class LeanWebSocket(asyncio.Protocol):
             return
         self._send_framer_output()
         self.flush()
-        self._close_sent = True
+        self._close_sent = self._shut = True
         self._stop_reading()
         if self._paused:  # read on, for the peer's close frame
             self._paused = False
@@ -415,7 +422,7 @@ class LeanWebSocket(asyncio.Protocol):
     def _peer_closed(self) -> None:
         if not self._close_sent:
             self._send_framer_output()  # the framer's answer to the close frame
-            self._close_sent = True
+            self._close_sent = self._shut = True
             self._stop_reading()
         self._cancel_timer()
         self.flush()
@@ -423,7 +430,7 @@ class LeanWebSocket(asyncio.Protocol):
 
     def _framer_closed(self) -> None:
         self._send_framer_output()
-        self._close_sent = True
+        self._close_sent = self._shut = True
         self._stop_reading()
         self._cancel_timer()
         self.flush()

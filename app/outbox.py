@@ -180,15 +180,12 @@ class Outbox:
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(self._write(), name="ws-write")
 
-    def _direct(self) -> FrameWriter | None:
-        """The writer, when a frame may be written to it right now: nothing
-        queued or in flight (order), its buffer under the high-water mark,
-        and not closing (no close frame sent)."""
+    def _direct(self, data: bytes) -> bool:
+        """Write a whole frame straight to the socket, if nothing is queued
+        or in flight (order) and the writer takes it now (not closing, its
+        buffer under the high-water mark)."""
         raw = self.raw
-        if (raw is not None and not self._queue and not self._writing
-                and raw.get_write_buffer_size() < RAW_HIGH_WATER and not raw.is_closing()):
-            return raw
-        return None
+        return raw is not None and not self._queue and not self._writing and raw.offer(data)
 
     def offer(self, frame: str, wire: bytes | None = None) -> bool:
         """Queue a message frame if there is room; never waits. With nothing
@@ -196,12 +193,9 @@ class Outbox:
         shared pre-encoded frame goes straight to the transport."""
         if self._closed:
             return False
-        if wire is not None:
-            raw = self._direct()
-            if raw is not None:
-                raw.write(wire)
-                self.sent += 1
-                return True
+        if wire is not None and self._direct(wire):
+            self.sent += 1
+            return True
         n = len(frame)
         held = self._bytes
         if len(self) >= self._limit or (held and held + n > self._max_bytes):
@@ -215,9 +209,7 @@ class Outbox:
         False when even the slack is used up."""
         if self._closed or len(self) >= self._hard:
             return False
-        raw = self._direct()
-        if raw is not None:
-            raw.write(wire_text_frame(frame))
+        if self.raw is not None and self._direct(wire_text_frame(frame)):
             self.sent += 1
             return True
         self._append(frame, len(frame))

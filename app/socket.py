@@ -17,6 +17,10 @@ class FrameWriter(Protocol):
     fan-out reaches) in order, without waiting. Only a server that owns
     the transport offers one; without it frames go through ``send_text``."""
 
+    def offer(self, data: bytes) -> bool:
+        """Write ``data`` if it can go now (not closing, buffer under its
+        high-water mark), else False: one call on the fan-out's hot path."""
+
     def write(self, data: bytes | memoryview) -> None:
         """Queue bytes for the socket; never blocks, never reorders."""
 
