@@ -90,7 +90,7 @@ class LeanWebSocket(asyncio.Protocol):
     __slots__ = ("_config", "_state", "_app_state", "transport", "_framer", "_head", "_inbox",
                  "_inbox_bytes", "_waiter", "_frag", "_frag_text", "_out", "_out_bytes",
                  "_timer", "_ping", "_close_sent", "_gone", "_lost", "_shut", "_paused",
-                 "_blocked", "_unblocked")
+                 "_blocked", "_unblocked", "_conn")
 
     def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
                  _loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -116,6 +116,7 @@ class LeanWebSocket(asyncio.Protocol):
         self._paused = False  # reading paused: the inbox is full
         self._blocked = False  # the transport's buffer is above its high-water mark
         self._unblocked: asyncio.Future[None] | None = None
+        self._conn: Connection | None = None  # while its task runs
 
     # -- asyncio.Protocol ----------------------------------------------------
 
@@ -219,15 +220,21 @@ class LeanWebSocket(asyncio.Protocol):
             response.headers["Sec-WebSocket-Protocol"] = chosen
         framer.send_response(response)
         self._send_framer_output()
+        # A framer of its own for the open connection: the handshake's keeps
+        # the parsed request (headers and all, ~2 KiB) in its parser for as
+        # long as it lives. uvicorn hands over the request alone, so nothing
+        # of the stream is left in the first one.
+        self._framer = ServerProtocol(state=State.OPEN, max_size=self._config.ws_max_size,
+                                      logger=_FRAMER_LOG)
         if isinstance(who, Refusal):
             self._send_close(who.code, who.reason)
             return
         self._keepalive()
-        conn = Connection(svc, self, who)
+        conn = self._conn = Connection(svc, self, who)
         conn.count_in()
         task = asyncio.get_running_loop().create_task(conn.run())
         self._state.tasks.add(task)
-        task.add_done_callback(lambda t: self._served(t, conn))
+        task.add_done_callback(self._served)
 
     def _hand_over(self) -> None:
         """Not ours: uvicorn's own class serves it, through the ASGI app."""
@@ -239,9 +246,11 @@ class LeanWebSocket(asyncio.Protocol):
         self.transport.set_protocol(other)
         other.data_received(head or b"")
 
-    def _served(self, task: asyncio.Task[None], conn: Connection) -> None:
+    def _served(self, task: asyncio.Task[None]) -> None:
         self._state.tasks.discard(task)
-        conn.abandon()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.abandon()
         if not task.cancelled() and task.exception() is not None:
             log.error("connection failed", exc_info=task.exception())
         if not self._lost and not self._close_sent:
