@@ -323,7 +323,16 @@ class LeanWebSocket(asyncio.Protocol):
         # (pause_writing): no query per frame.
         if self._shut or self._blocked or self._out_bytes >= RAW_HIGH_WATER:
             return False
-        self.write(data)
+        # write(), inlined: this runs once per delivery.
+        out = self._out
+        if out is None:
+            self._out = [data]
+            if not _dirty:
+                asyncio.get_running_loop().call_soon(_flush_all)
+            _dirty.append(self)
+        else:
+            out.append(data)
+        self._out_bytes += len(data)
         return True
 
     def write(self, data: bytes | memoryview) -> None:

@@ -193,7 +193,10 @@ class Outbox:
         shared pre-encoded frame goes straight to the transport."""
         if self._closed:
             return False
-        if wire is not None and self._direct(wire):
+        # _direct, inlined: this runs once per delivery.
+        raw = self.raw
+        if (wire is not None and raw is not None and not self._queue and not self._writing
+                and raw.offer(wire)):
             self.sent += 1
             return True
         n = len(frame)
