@@ -1,25 +1,16 @@
 """``/ws`` on streamgate's own WebSocket protocol class (``python -m app``).
 
-uvicorn takes a WebSocket protocol class (``ws=`` a class or class path):
-its HTTP protocol hands every WebSocket upgrade to that class, with the
-transport. This one performs the upgrade of ``/ws`` itself and hands any
-other upgrade on to uvicorn's own sans-I/O class, which runs the ASGI app
-for it as usual (plain HTTP never gets here: it stays on FastAPI).
-
-Why a class of its own rather than ASGI (docs/benchmarks.md, "A protocol
-class of our own"): per socket, no ASGI scope, no receive queue and events,
-no handshake request and response kept for the connection's life, no task
-running the ASGI app; per frame in, no message dict and no queue hand-over;
-per frame out, the shared pre-encoded bytes of a fan-out go to the socket
-as they are, and everything written to one socket during one event-loop
-iteration leaves in one ``transport.write``. The framing itself (masking,
-control frames, fragments, size limit, close handshake) is websockets'
-sans-I/O :class:`~websockets.server.ServerProtocol`.
-
-The connection logic is :class:`app.ws.Connection`, the same as on the
-ASGI path; this class is its :class:`app.socket.Socket` and
+uvicorn hands every WebSocket upgrade to the class named by ``ws=``, with
+the transport. This one performs the upgrade of ``/ws`` itself and hands
+any other upgrade to uvicorn's own sans-I/O class, which runs the ASGI app
+for it (plain HTTP never gets here). Why, and what it saves per socket and
+per frame: docs/design.md, "`/ws` on a protocol class of its own". The
+framing (masking, control frames, fragments, size limit, close handshake)
+is websockets' sans-I/O :class:`~websockets.server.ServerProtocol`; the
+connection logic is :class:`app.ws.Connection`, as on the ASGI path, and
+this class is its :class:`app.socket.Socket` and
 :class:`app.socket.FrameWriter`. It honours uvicorn's ``ws_max_size``,
-``ws_ping_interval`` and ``ws_ping_timeout``; it never offers
+``ws_ping_interval`` and ``ws_ping_timeout``, and never offers
 permessage-deflate.
 """
 
@@ -142,7 +133,14 @@ class LeanWebSocket(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._head is not None:
-            self._handshake(data)
+            try:
+                self._handshake(data)
+            except Exception:
+                # A bug must cost this connection only, and say so.
+                log.exception("WebSocket handshake failed")
+                self._head = None
+                self._close_sent = self._shut = True
+                self.transport.abort()
             return
         framer = self._framer
         framer.receive_data(data)
