@@ -13,8 +13,12 @@ Contract:
   ``on_entry``.
 - ``on_entry`` and ``on_resync`` are called from the read loop and must not
   block: they only hand work to queues or tasks.
-- A connection that stops answering is found by a PING every second and a
-  read timeout, and replaced. A connection that answers but has gone deaf
+- A connection that stops answering is found by a PING every second: when
+  nothing at all has been read for three intervals it is replaced.
+- Replies are read straight from the connection's stream and parsed with
+  hiredis, everything one socket read brought in one go: no coroutine,
+  timeout or reply wrapper per notification, and the channel's room is
+  looked up, not parsed, for each one. A connection that answers but has gone deaf
   (subscribed on a server that no longer gets the publishes, such as a
   resumed old master) is found by a canary: every few seconds the instance
   publishes a nonce on its own channel through the command connection and
@@ -30,6 +34,7 @@ import random
 import uuid
 from collections.abc import Awaitable, Callable
 
+import hiredis
 from redis.asyncio.connection import AbstractConnection
 
 from .bounded import cancel_and_wait
@@ -41,12 +46,32 @@ from .retry import StorageUnavailable
 
 log = logging.getLogger("streamgate.bus")
 
+# One read from the connection: at high rates it holds many notifications,
+# all handled before the next read.
+READ_BYTES = 64 * 1024
+
+
+def _stream_of(conn: AbstractConnection) -> asyncio.StreamReader:
+    """The stream redis-py's own parser reads a connected connection from.
+
+    redis-py has no public handle on it. The bus owns this connection for
+    its whole life and, after the handshake, reads nothing through redis-py
+    again, so the stream is all its. Fail at connect, loudly, if a redis-py
+    release stores it elsewhere (tests/test_bus.py connects through this).
+    """
+    stream = getattr(conn, "_reader", None)
+    if not isinstance(stream, asyncio.StreamReader):
+        raise RuntimeError("this redis-py connection keeps no asyncio stream in _reader")
+    return stream
+
 
 class _Link:
     """One live Pub/Sub connection and the replies it still owes."""
 
-    def __init__(self, conn: AbstractConnection) -> None:
+    def __init__(self, conn: AbstractConnection, stream: asyncio.StreamReader, now: float) -> None:
         self.conn = conn
+        self.stream = stream
+        self.heard = now  # when something was last read from the connection
         self.closed = False
         self.write_lock = asyncio.Lock()
         # Per channel, futures for (UN)SUBSCRIBE commands in the order sent;
@@ -64,6 +89,9 @@ class _Link:
 
     async def close(self) -> None:
         self.closed = True
+        # Wake the read loop now: the disconnect below may wait up to its
+        # timeout for a frozen peer to take what is still buffered.
+        self.stream.feed_eof()
         try:
             await self.conn.disconnect()
         except Exception:
@@ -97,6 +125,9 @@ class Bus:
         self._observer = observer or NullObserver()
         self._ping_interval = ping_interval_s
         self._canary = keys.canary(instance)
+        self._canary_channel = self._canary.encode()
+        # Every wanted room channel, as Redis names it in a message, to its room.
+        self._room_of: dict[bytes, str] = {}
         self._wanted: set[str] = set()
         self._ever: set[str] = set()
         self._link: _Link | None = None
@@ -138,6 +169,7 @@ class Bus:
         """Subscribe to a room's channel; return once Redis confirmed it."""
         channel = self._keys.channel(room)
         self._wanted.add(channel)
+        self._room_of[channel.encode()] = room
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while True:
@@ -172,6 +204,7 @@ class Bus:
         channel = self._keys.channel(room)
         self._wanted.discard(channel)
         self._ever.discard(channel)
+        self._room_of.pop(channel.encode(), None)
         link = self._link
         if link is None:
             return
@@ -190,7 +223,7 @@ class Bus:
             pinger: asyncio.Task[None] | None = None
             try:
                 await conn.connect()
-                link = _Link(conn)
+                link = _Link(conn, _stream_of(conn), asyncio.get_running_loop().time())
                 channels = [self._canary, *sorted(self._wanted)]
                 await link.send("SUBSCRIBE", *channels)
                 self._link = link
@@ -229,17 +262,29 @@ class Bus:
             await asyncio.sleep(backoff * (0.5 + random.random()))
 
     async def _watch(self, link: _Link) -> None:
-        """PING every second; send a canary every few seconds."""
+        """PING every second; send a canary every few seconds; replace the
+        link once nothing has been read for three intervals (the PINGs are
+        answered even when no room has traffic)."""
         loop = asyncio.get_running_loop()
         next_canary = loop.time()
-        while not link.closed:
-            await link.send("PING")
-            if loop.time() >= next_canary and self._canary in link.active:
-                next_canary = loop.time() + self._canary_interval
-                task = asyncio.create_task(self._send_canary(link))
-                self._canaries.add(task)
-                task.add_done_callback(self._canaries.discard)
-            await asyncio.sleep(self._ping_interval)
+        silent_s = self._ping_interval * 3
+        try:
+            while not link.closed:
+                if loop.time() - link.heard > silent_s:
+                    log.warning("pubsub connection silent for %.1f s: rebuilding it",
+                                loop.time() - link.heard)
+                    break
+                await link.send("PING")
+                if loop.time() >= next_canary and self._canary in link.active:
+                    next_canary = loop.time() + self._canary_interval
+                    task = asyncio.create_task(self._send_canary(link))
+                    self._canaries.add(task)
+                    task.add_done_callback(self._canaries.discard)
+                await asyncio.sleep(self._ping_interval)
+        except (ConnectionError, OSError, TimeoutError) as exc:
+            log.warning("pubsub ping failed: %s", exc or type(exc).__name__)
+        # Closing the connection ends the read loop, which rebuilds the link.
+        await link.close()
 
     async def _send_canary(self, link: _Link) -> None:
         nonce = uuid.uuid4().hex
@@ -260,29 +305,38 @@ class Bus:
             self._canary_waiters.pop(nonce, None)
 
     async def _read(self, link: _Link) -> None:
-        read_timeout = self._ping_interval * 3
+        """Read until the connection fails: every reply a socket read brought
+        in is handled before the next read."""
+        stream = link.stream
+        parser = hiredis.Reader()
+        loop = asyncio.get_running_loop()
         while True:
-            reply = await link.conn.read_response(timeout=read_timeout)
-            if not isinstance(reply, list) or not reply:
-                continue
-            kind = reply[0]
-            if kind == b"message":
-                self._deliver(reply[1], reply[2])
-            elif kind == b"subscribe":
-                self._confirmed(link, reply[1].decode(), subscribed=True)
-            elif kind == b"unsubscribe":
-                self._confirmed(link, reply[1].decode(), subscribed=False)
+            data = await stream.read(READ_BYTES)
+            if not data:
+                raise ConnectionError("Pub/Sub connection closed")
+            link.heard = loop.time()
+            parser.feed(data)
+            while (reply := parser.gets()) is not False:
+                if type(reply) is not list:
+                    if isinstance(reply, hiredis.ReplyError):
+                        raise ConnectionError(f"Pub/Sub error reply: {reply}")
+                    continue
+                kind = reply[0]
+                if kind == b"message":
+                    self._deliver(reply[1], reply[2])
+                elif kind == b"subscribe":
+                    self._confirmed(link, reply[1].decode(), subscribed=True)
+                elif kind == b"unsubscribe":
+                    self._confirmed(link, reply[1].decode(), subscribed=False)
 
     def _deliver(self, channel: bytes, payload: bytes) -> None:
-        name = channel.decode()
-        if name == self._canary:
-            fut = self._canary_waiters.get(payload.decode())
-            if fut is not None and not fut.done():
-                fut.set_result(None)
-            return
-        room = self._keys.room_of_channel(name)
+        room = self._room_of.get(channel)
         if room is None:
-            return
+            if channel == self._canary_channel:
+                fut = self._canary_waiters.get(payload.decode())
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
+            return  # a room given up since: its last notifications
         try:
             env = decode_notification(room, payload)
         except ValueError:
