@@ -14,16 +14,17 @@ Contract:
 - ``on_entry`` and ``on_resync`` are called from the read loop and must not
   block: they only hand work to queues or tasks.
 - A connection that stops answering is found by a PING every second: when
-  nothing at all has been read for three intervals it is replaced.
+  nothing at all has been read for three intervals it is replaced. A
+  connection that answers but has gone deaf (subscribed on a server that no
+  longer gets the publishes, such as a resumed old master) is found by a
+  canary: every few seconds the instance publishes a nonce on its own
+  channel through the command connection and expects it back here; when it
+  does not come back in time the connection is replaced and every room
+  caught up, and the bus reports unhealthy.
 - Replies are read straight from the connection's stream and parsed with
   hiredis, everything one socket read brought in one go: no coroutine,
   timeout or reply wrapper per notification, and the channel's room is
-  looked up, not parsed, for each one. A connection that answers but has gone deaf
-  (subscribed on a server that no longer gets the publishes, such as a
-  resumed old master) is found by a canary: every few seconds the instance
-  publishes a nonce on its own channel through the command connection and
-  expects it back here; when it does not come back in time the connection
-  is replaced and every room caught up, and the bus reports unhealthy.
+  looked up, not parsed, for each one.
 """
 
 from __future__ import annotations
@@ -271,9 +272,13 @@ class Bus:
         try:
             while not link.closed:
                 if loop.time() - link.heard > silent_s:
-                    log.warning("pubsub connection silent for %.1f s: rebuilding it",
-                                loop.time() - link.heard)
-                    break
+                    # After a stall of the whole loop, a read woken in the
+                    # same iteration as this task goes first.
+                    await asyncio.sleep(0)
+                    if loop.time() - link.heard > silent_s:
+                        log.warning("pubsub connection silent for %.1f s: rebuilding it",
+                                    loop.time() - link.heard)
+                        break
                 await link.send("PING")
                 if loop.time() >= next_canary and self._canary in link.active:
                     next_canary = loop.time() + self._canary_interval
