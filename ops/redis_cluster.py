@@ -55,8 +55,10 @@ MASTERS = 3
 NODE_TIMEOUT_MS = 2000
 BUS_OFFSET = 10000
 MAX_PORT = 65535 - BUS_OFFSET
-# Node ports; their bus twins fall in 21000-32000, below the ephemeral range.
-LOW_PORT, HIGH_PORT = 11000, 22000
+# Node ports (Redis Cluster's customary 7000s) with their bus twins in
+# 17000-19999: below both the kernel's ephemeral range and the range
+# procs.free_ports draws every other server's port from (20000 up).
+LOW_PORT, HIGH_PORT = 7000, 10000
 # Attempts at a node whose port was taken between the check and its bind.
 SPAWN_ATTEMPTS = 5
 
@@ -76,7 +78,8 @@ def cluster_ports(n: int) -> list[int]:
     Both are drawn below the kernel's ephemeral range (32768 and up on
     Linux), where no outgoing connection is ever given a local port: a free
     twin found there stays free until the node binds it, while one in the
-    ephemeral range can be taken by any connect() in between.
+    ephemeral range can be taken by any connect() in between. They are below
+    procs.free_ports' range too, so no other server of ours takes them.
     """
     chosen: list[int] = []
     for _ in range(500):
