@@ -49,7 +49,7 @@ from typing import Any
 
 from ops import bench_rooms, loadtest
 from ops import loadtest_stats as st
-from ops import probes, procs
+from ops.local import probes, procs
 from ops.loadtest_client import (
     Publisher,
     ReplayState,

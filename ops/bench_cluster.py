@@ -8,7 +8,7 @@ This measures both, back to back, on fresh instances each time:
 1. ``single``: one Redis master with one replica (each shard of the
    cluster has one too), two instances with ``REDIS_URL``.
 2. ``cluster``: three masters and three replicas
-   (:class:`ops.redis_cluster.LocalCluster`), two instances with
+   (:class:`ops.local.redis_cluster.LocalCluster`), two instances with
    ``REDIS_CLUSTER_NODES``.
 
 The scenario (:mod:`ops.loadtest`, every delivery verified by id): ``--rooms``
@@ -46,10 +46,11 @@ from typing import Any
 
 import redis
 
-from ops import bench, loadtest, probes, procs
+from ops import bench, loadtest
+from ops.local import probes, procs
 from ops.loadtest_run import room_name
-from ops.procs import LOOPBACK
-from ops.redis_cluster import LocalCluster, key_slot
+from ops.local.procs import LOOPBACK
+from ops.local.redis_cluster import LocalCluster, key_slot
 
 SHARE_TOLERANCE = 0.15  # each master's share of the masters' CPU: a third, ±15 % of it
 COST_TOLERANCE = 0.10  # cluster cost per delivery: within 10 % of single Redis

@@ -42,7 +42,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ops import cluster, drill_report, procs
+from ops import drill_report
+from ops.local import cluster, procs
 from ops.drill_faults import EXTRA_FAULTS, FAULTS, INJECT, ClusterView, DrillError, FaultResult
 from ops.drill_report import Findings, Publish, Reception, Stored
 from ops.drill_shard_faults import SHARD_FAULTS, ShardView

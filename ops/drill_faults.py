@@ -24,8 +24,8 @@ from pathlib import Path
 
 import redis
 
-from ops import cluster, probes, procs
-from ops.procs import LOOPBACK, Proc
+from ops.local import cluster, probes, procs
+from ops.local.procs import LOOPBACK, Proc
 
 FAULTS = ("kill-instance", "kill-pubsub", "freeze-master", "kill-master")
 # Faults outside `all`: failover-live shows a known loss window (docs/operations.md).

@@ -40,7 +40,8 @@ from typing import Any
 
 import redis
 
-from ops import loadtest, procs
+from ops import loadtest
+from ops.local import procs
 from ops.bench import Stack, _cores
 from ops.loadtest_client import raise_nofile
 from streams.keys import Keys

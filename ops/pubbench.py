@@ -40,7 +40,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ops import probes, procs
+from ops.local import probes, procs
 from ops.loadtest_stats import read_usage
 
 def _cpu(pid: int) -> float:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from ops import cluster, drill, drill_faults, procs
+from ops import drill, drill_faults
+from ops.local import cluster, procs
 from ops.drill_report import (
     Publish,
     Reception,

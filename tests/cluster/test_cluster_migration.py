@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import pytest
 
-from ops.redis_cluster import LocalCluster
+from ops.local.redis_cluster import LocalCluster
 from tests.failover.traffic import (
     Publisher,
     Subscriber,

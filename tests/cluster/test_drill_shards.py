@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from ops import drill, drill_shards, procs
+from ops import drill, drill_shards
+from ops.local import procs
 from ops.drill_shard_faults import ShardView
 from tests.support.programs import require
 from tests.support.timeouts import scaled

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from ops import procs
-from ops.procs import Proc
+from ops.local import procs
+from ops.local.procs import Proc
 from streams.keys import Keys
 from tests.support import Instance, RedisServer
 from tests.support.client import WsClient

@@ -37,7 +37,7 @@ from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from ops import probes
+from ops.local import probes
 from streams.keys import Keys
 from streams.log import ReplicaAcks, RoomLog
 from streams.retry import RetryPolicy

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ops import probes
+from ops.local import probes
 from tests.support.client import ServerError, WsClient
 from tests.support.http import history
 from tests.support.timeouts import scaled

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 
 # A shared Redis (and Sentinel) listen on the default ports: never touch them.
-from ops.procs import RESERVED_PORTS as _RESERVED
+from ops.local.procs import RESERVED_PORTS as _RESERVED
 
 
 def free_port() -> int:

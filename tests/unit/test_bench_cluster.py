@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ops import bench_cluster as bc
 from ops.loadtest_run import room_name
-from ops.redis_cluster import key_slot
+from ops.local.redis_cluster import key_slot
 
 # What `redis-cli --cluster create` assigns to three masters.
 RANGES = [(a, b, 7000 + m) for a, b, m in bc.CREATE_RANGES]

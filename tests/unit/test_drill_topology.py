@@ -11,7 +11,7 @@ import pytest
 from ops import drill
 from ops.drill_faults import FAULTS, DrillError
 from ops.drill_shard_faults import SHARD_FAULTS, room_slot
-from ops.redis_cluster import key_slot
+from ops.local.redis_cluster import key_slot
 
 OPTS = drill.DrillOptions(duration=3.0)
 

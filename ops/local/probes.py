@@ -25,8 +25,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ops.procs import LOOPBACK, Proc, wait_until
-from ops.render import MASTER_NAME
+from ops.local.procs import LOOPBACK, Proc, wait_until
+from ops.local.render import MASTER_NAME
 
 
 def client(port: int, host: str = LOOPBACK, timeout: float = 1.0) -> redis.Redis:
