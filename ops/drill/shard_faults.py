@@ -33,7 +33,7 @@ from pathlib import Path
 import redis
 
 from ops.local import cluster, cluster_shards, probes, procs
-from ops.drill_faults import DrillError, FaultResult
+from ops.drill.faults import DrillError, FaultResult
 from ops.local.procs import LOOPBACK, Proc
 from ops.local.redis_cluster import NODE_TIMEOUT_MS, key_slot
 
