@@ -28,7 +28,7 @@ from ops.drill.report import (
     check_subscriber,
     entries_erased,
 )
-from ops.traffic import Endpoint
+from ops.load.traffic import Endpoint
 from tests.support.timeouts import scaled
 
 # --- synthetic records ------------------------------------------------------------------

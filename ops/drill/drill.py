@@ -10,7 +10,7 @@ freeze-shard-master, migrate-slot; ``all`` runs them in that order) and each
 phase publishes to one room per shard: see :mod:`ops.drill.shards`.
 
 Each fault is one phase on a fresh room: subscribers join, publishers start
-(:mod:`ops.traffic`), the fault is injected after ~30 % of ``--duration``
+(:mod:`ops.load.traffic`), the fault is injected after ~30 % of ``--duration``
 (:mod:`ops.drill.faults`), traffic runs on until ``--duration`` and at least a
 few seconds past the end of the fault, publishers finish their message in
 flight, the room's final history is read over HTTP, subscribers get time to
@@ -47,7 +47,7 @@ from ops.local import cluster, procs
 from ops.drill.faults import EXTRA_FAULTS, FAULTS, INJECT, ClusterView, DrillError, FaultResult
 from ops.drill.report import Findings, Publish, Reception, Stored
 from ops.drill.shard_faults import SHARD_FAULTS, ShardView
-from ops.traffic import Endpoint, Limits, Traffic, read_history
+from ops.load.traffic import Endpoint, Limits, Traffic, read_history
 
 if TYPE_CHECKING:  # ops.drill.shards builds on this module
     from ops.drill.shards import ShardPhaseReport

@@ -23,7 +23,7 @@ from ops.drill.drill import MIN_AFTER_FAULT_S, SETTLE_S, DrillOptions, _publishe
 from ops.drill.faults import DrillError, FaultResult
 from ops.drill.report import Findings, Stored
 from ops.drill.shard_faults import SHARD_INJECT, ShardView, room_slot
-from ops.traffic import Endpoint, Traffic, read_history
+from ops.load.traffic import Endpoint, Traffic, read_history
 
 # A room on a shard the fault did not touch: a pause between two of its
 # confirmations longer than this is a stall, and fails the phase.
