@@ -63,6 +63,19 @@ def replica_link_up(port: int) -> bool:
     return info.get("role") == "slave" and info.get("master_link_status") == "up"
 
 
+def stream_entries(r: redis.Redis, key: str, page: int = 1000) -> list[tuple[str, dict[str, str]]]:
+    """Every entry of one stream on one node, read directly in pages: what a
+    node really holds, including entries past any confirmed watermark."""
+    out: list[tuple[str, dict[str, str]]] = []
+    start = "-"
+    while True:
+        rows = r.xrange(key, min=start, max="+", count=page)
+        out += [(str(sid), dict(fields)) for sid, fields in rows]
+        if len(rows) < page:
+            return out
+        start = f"({rows[-1][0]}"
+
+
 def sentinel_master_addr(port: int, master_name: str = MASTER_NAME) -> tuple[str, int] | None:
     """Where the sentinel on ``port`` says the master is."""
     try:

@@ -20,14 +20,12 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
 from websockets.exceptions import WebSocketException
 
-from streams.keys import Keys
 from tests.support.client import Closed, ServerError, WsClient
 from tests.support.ids import assert_ids_equal, id_key
 from tests.support.timeouts import scaled
@@ -244,28 +242,7 @@ class Subscriber:
             await asyncio.gather(self._watch, return_exceptions=True)
 
 
-# -- reading what was stored ------------------------------------------------------
-
-
-def stream_entries(client: redis.Redis, keys: Keys, room: str) -> list[tuple[str, dict[str, str]]]:
-    """Every entry of the room's stream on one node, read directly (no watermark)."""
-    key = keys.log(room)
-    out: list[tuple[str, dict[str, str]]] = []
-    start = "-"
-    while True:
-        rows = client.xrange(key, min=start, max="+", count=1000)
-        out += [(str(sid), dict(fields)) for sid, fields in rows]
-        if len(rows) < 1000:
-            return out
-        start = "(" + str(rows[-1][0])
-
-
 # -- accounting ----------------------------------------------------------------------
-
-
-def longest_gap(times: Iterable[float]) -> float:
-    ordered = sorted(times)
-    return max((b - a for a, b in zip(ordered, ordered[1:])), default=0.0)
 
 
 def check_account(history: Sequence[dict[str, Any]], raw: Sequence[tuple[str, dict[str, str]]],

@@ -14,8 +14,10 @@ from urllib.parse import urlencode
 
 import httpx
 
+from ops.local.procs import is_alive
+
 from .ports import free_port
-from .processes import alive, kill, tail, terminate
+from .processes import kill, tail, terminate
 from .timeouts import scaled
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -146,7 +148,7 @@ class Instance:
                 time.sleep(0.05)
 
     def is_running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None and alive(self.proc.pid)
+        return self.proc is not None and self.proc.poll() is None and is_alive(self.proc.pid)
 
     def stop(self, grace: float = 15.0) -> int | None:
         """SIGTERM, then SIGKILL after `grace` seconds. Returns the exit code."""
