@@ -30,11 +30,13 @@ from tests.failover.traffic import (
     Subscriber,
     check_account,
     connector,
+    fail_fast,
     shut_down,
     stop_publishers,
 )
 from tests.support import scaled
 from tests.support.http import history
+from tests.support.waiting import async_wait_until
 
 from .conftest import KEYS, ClusterInstances, room_slot, rooms_on_every_master
 
@@ -52,15 +54,9 @@ def confirmed(pubs: list[Publisher]) -> int:
 
 async def wait_each(groups: list[list[Publisher]], tasks: list[asyncio.Task[None]],
                     counts: list[int], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + scaled(timeout)
-    while any(confirmed(g) < c for g, c in zip(groups, counts)):
-        for t in tasks:
-            if t.done():
-                t.result()
-                raise AssertionError(f"{t.get_name()} stopped early")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"confirmed {[confirmed(g) for g in groups]} of {counts}")
-        await asyncio.sleep(0.02)
+    await async_wait_until(
+        lambda: all(confirmed(g) >= c for g, c in zip(groups, counts)) or fail_fast(tasks), timeout,
+        message=lambda: f"confirmed {[confirmed(g) for g in groups]} of {counts}")
 
 
 async def test_kill_shard_master_loses_nothing_and_other_shards_flow(
