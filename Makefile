@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test fuzz bench membench cluster cluster-down cluster-status clean
+.PHONY: install run test test-asgi fuzz bench membench cluster cluster-down cluster-status clean
 
 install: $(STAMP)
 
@@ -20,6 +20,16 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The WebSocket-facing tests again with /ws served through the ASGI app, as by
+# a plain `uvicorn app.main:app` (make test serves it with app.lean, as
+# `python -m app` does; tests/test_ws_paths.py runs the essentials on both).
+WS_TESTS := tests/test_rooms.py tests/test_replay.py tests/test_slow_consumer.py \
+	tests/test_drain.py tests/test_auth.py tests/test_pipelined_publish.py \
+	tests/test_idle_tasks.py tests/test_catch_up_memory.py tests/test_catch_up_order.py \
+	tests/test_presence.py tests/hostile
+test-asgi: install
+	STREAMGATE_TEST_WS=asgi $(BIN)/python -m pytest -q $(WS_TESTS)
 
 # The model-based and fuzzing tests, run long (make test runs them briefly).
 fuzz: install
