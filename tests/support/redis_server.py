@@ -15,6 +15,24 @@ from .timeouts import scaled
 from .waiting import wait_until
 
 
+def answers_ping(proc: subprocess.Popen[bytes], client: redis.Redis, timeout: float) -> bool:
+    """Whether a just-started server answers PING in time; False as soon as it
+    exits (e.g. the port was taken in between: the caller tries another)."""
+
+    def settled() -> str | None:
+        if proc.poll() is not None:
+            return "exited"
+        try:
+            return "ready" if client.ping() else None
+        except redis.RedisError:  # refused, timed out, still loading
+            return None
+
+    try:
+        return wait_until(settled, timeout) == "ready"
+    except AssertionError:  # never answered
+        return False
+
+
 class RedisServer:
     """Starts `redis-server` without persistence in its own temp dir.
 
@@ -76,24 +94,10 @@ class RedisServer:
         raise RuntimeError(f"redis-server did not start:\n{tail(self.log_path)}")
 
     def _wait_ready(self, timeout: float) -> bool:
-        """Whether the server answers PING in time; False if it exited first
-        (e.g. the port was taken in between: the caller tries another)."""
-        proc = self.proc
-        assert proc is not None
+        assert self.proc is not None
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1, socket_connect_timeout=1)
-
-        def settled() -> str | None:
-            if proc.poll() is not None:
-                return "exited"
-            try:
-                return "ready" if client.ping() else None
-            except redis.RedisError:  # refused, timed out, still loading
-                return None
-
         try:
-            return wait_until(settled, timeout) == "ready"
-        except AssertionError:  # never answered
-            return False
+            return answers_ping(self.proc, client, timeout)
         finally:
             client.close()
 
