@@ -12,6 +12,10 @@
   each client_id is stored once, no subscriber received an id the history
   lacks, and each subscriber received exactly the history after its join
   point, in order.
+
+What a node really holds is read with ``ops.local.probes.stream_entries`` and
+the stall of a run measured with ``ops.drill.report.longest_gap``, the same
+functions the drill uses.
 """
 
 from __future__ import annotations
