@@ -1,8 +1,8 @@
 """A real local Redis Cluster: 3 masters and 3 replicas on loopback.
 
-Used by the test fixtures, the drills and ``python -m ops.redis_cluster``.
+Used by the test fixtures, the drills and ``python -m ops.local.redis_cluster``.
 Each node is a ``redis-server --cluster-enabled yes`` process, started
-through :mod:`ops.procs` (detached, logged, stopped by recorded pid only), in
+through :mod:`ops.local.procs` (detached, logged, stopped by recorded pid only), in
 its own directory, without persistence. The cluster is formed with
 ``redis-cli --cluster create ... --cluster-replicas 1 --cluster-yes``.
 
@@ -48,8 +48,8 @@ from pathlib import Path
 import redis
 from redis.crc import key_slot as _key_slot
 
-from ops import procs
-from ops.procs import LOOPBACK, Proc
+from ops.local import procs
+from ops.local.procs import LOOPBACK, Proc
 
 MASTERS = 3
 NODE_TIMEOUT_MS = 2000
@@ -386,7 +386,7 @@ def key_slot(key: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a cluster in the foreground until Ctrl-C or SIGTERM."""
-    parser = argparse.ArgumentParser(prog="python -m ops.redis_cluster", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ops.local.redis_cluster", description=__doc__.split("\n")[0])
     parser.add_argument("--dir", type=Path, default=None, help="node directories (default: a temp dir)")
     parser.add_argument("--timeout", type=float, default=60.0)
     args = parser.parse_args(argv)
