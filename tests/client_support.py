@@ -35,6 +35,18 @@ async def take(client: Client, count: int, *, timeout: float = 20.0) -> list[Ite
     return [await client.receive(timeout=scaled(timeout)) for _ in range(count)]
 
 
+async def take_through_reconnect(client: Client, connections: int, into: list[Item], *,
+                                 limit: int = 100_000, timeout: float = 20.0) -> None:
+    """Append items to `into` until the client has made its `connections`-th
+    connection: what it had already received before the old one went away
+    may be many items."""
+    for _ in range(limit):
+        if client.connections >= connections:
+            return
+        into.append(await client.receive(timeout=scaled(timeout)))
+    raise AssertionError(f"no connection #{connections} within {limit} items")
+
+
 async def take_until(client: Client, last_id: str, into: list[Item], *, limit: int = 100_000,
                      timeout: float = 20.0) -> None:
     """Append items to `into` until a message with `last_id` (or a later one) arrived."""

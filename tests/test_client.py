@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 
 from streamgate_client import AuthError, Gap, Message, ServerError, connect, parse_id
-from tests.client_support import FAST, assert_no_silent_hole, frozen, gaps, ids, kill, take, take_until, terminate, urls
+from tests.client_support import (FAST, assert_no_silent_hole, frozen, gaps, ids, kill, take,
+                                  take_through_reconnect, take_until, terminate, urls)
 from tests.support import Instance, RedisServer, async_wait_until, scaled
 from tests.support.http import history
 from tests.support.ids import assert_ids_equal, id_key
@@ -148,10 +149,12 @@ async def test_kill_and_sigterm_while_publishing_every_message_once_in_order(
         try:
             got.extend(await take(sub, 100))
             await kill(a)  # the instance the subscriber is on
+            await take_through_reconnect(sub, 2, got)
             got.extend(await take(sub, 200))
             assert sub.connections >= 2 and sub.instance != a.instance_id
             victim = b if sub.instance == b.instance_id else c
             await terminate(victim)  # graceful: 1012, resume elsewhere
+            await take_through_reconnect(sub, 3, got)
             got.extend(await take(sub, 200))
             assert sub.connections >= 3
         finally:

@@ -104,13 +104,16 @@ async def test_the_old_epoch_is_refused_even_when_its_id_looks_current(
         async with await open_client(lone, uid("sub")) as sub:
             _, joined = await sub.join(room, since="0")
             old_epoch = joined["epoch"]
+            # Gone before the stream is recreated: a member still in the room
+            # would be told (4408) when the new incarnation's first
+            # notification arrives, which is another test's subject.
+            await sub.leave(room)
             await raw.delete(key("log", room))
             # The new incarnation's entries straddle the old id.
             first = await raw.xadd(key("log", room), {"u": "x", "b": '"early"'}, id="1-0")
             await raw.delete(key("epoch", room))
             await raw.hset(key("epoch", room), mapping={"token": "recreated", "born": first})
             late = await publish_n(pub, room, 1, "late")
-            await sub.leave(room)
             replay, joined = await sub.join(room, since=old[-1], epoch=old_epoch)
             assert (joined["recovered"], ids(replay), joined["epoch"]) == (False, [first, *late], "recreated")
 
