@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test fuzz bench membench cluster cluster-down cluster-status clean
+.PHONY: install system-deps run test fuzz bench membench cluster cluster-down cluster-status clean
 
 install: $(STAMP)
 
@@ -16,7 +16,12 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/python -m app.dev
 
-test: install
+# Installs the missing system programs when it can (root or sudo -n with
+# apt-get), else says in one line what to install; their tests then skip.
+system-deps:
+	./ops/system-deps.sh
+
+test: install system-deps
 	$(BIN)/python -m pytest -q
 
 # The model-based and fuzzing tests, run long (make test runs them briefly).
