@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import yaml
 
 from ops import probes, procs, render
 from ops.procs import Proc
@@ -55,10 +56,26 @@ def _conf_values(path: Path) -> dict[str, str]:
 # --- docker-compose -----------------------------------------------------------------
 
 
-@pytest.mark.skipif(not shutil.which("docker-compose"), reason="docker-compose not installed")
-def test_compose_file_is_valid() -> None:
-    run = subprocess.run(["docker-compose", "-f", str(COMPOSE), "config", "--services"],
-                         cwd=REPO, capture_output=True, text=True, timeout=scaled(60))
+needs_compose = pytest.mark.skipif(not shutil.which("docker-compose"),
+                                   reason="docker-compose not installed")
+OPERATOR_ENV = {"JWT_SECRET": "s" * 32, "ALLOWED_ORIGINS": "https://chat.example.com"}
+
+
+def _compose_config(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``docker-compose config`` with exactly ``env`` as the operator's settings:
+    none inherited from this process, an empty env file instead of a .env."""
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("AUTH_MODE", "JWT_SECRET", "ALLOWED_ORIGINS", "HTTP_PORT")}
+    return subprocess.run(["docker-compose", "-f", str(COMPOSE), "--env-file", str(empty),
+                           "config", *args], cwd=tmp_path, env=dict(base, **env),
+                          capture_output=True, text=True, timeout=scaled(60))
+
+
+@needs_compose
+def test_compose_file_is_valid(tmp_path: Path) -> None:
+    run = _compose_config(tmp_path, OPERATOR_ENV, "--services")
     assert run.returncode == 0, run.stderr
     services = set(run.stdout.split())
     assert {"redis-master", "redis-replica", "sentinel1", "sentinel2", "sentinel3",
@@ -69,6 +86,29 @@ def test_compose_file_is_valid() -> None:
         assert used in text
     assert "DURABILITY: replica" in text
     assert "REDIS_SENTINELS: sentinel1:26379,sentinel2:26379,sentinel3:26379" in text
+
+
+@needs_compose
+@pytest.mark.parametrize("missing", ["JWT_SECRET", "ALLOWED_ORIGINS"])
+def test_compose_refuses_to_start_without_the_operators_settings(tmp_path: Path, missing: str) -> None:
+    env = {k: v for k, v in OPERATOR_ENV.items() if k != missing}
+    run = _compose_config(tmp_path, env)
+    assert run.returncode != 0
+    assert f"set {missing} in .env" in run.stderr
+
+
+@needs_compose
+def test_compose_runs_jwt_with_explicit_origins(tmp_path: Path) -> None:
+    run = _compose_config(tmp_path, OPERATOR_ENV)
+    assert run.returncode == 0, run.stderr
+    services = yaml.safe_load(run.stdout)["services"]
+    for name in ("app1", "app2", "app3"):
+        env = services[name]["environment"]
+        assert env["AUTH_MODE"] == "jwt"
+        assert env["JWT_SECRET"] == OPERATOR_ENV["JWT_SECRET"]
+        assert env["ALLOWED_ORIGINS"] == "https://chat.example.com"
+    example = (REPO / ".env.example").read_text()
+    assert "JWT_SECRET=" in example and "ALLOWED_ORIGINS=" in example
 
 
 def test_dockerfile_runs_the_app_module() -> None:
