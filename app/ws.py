@@ -426,8 +426,8 @@ class Connection:
             # join, leave and ack each cost Redis work (a join: a replay and
             # maybe a subscription), so they draw on their own bucket.
             self.svc.metrics.rate_limited.inc()
-            self.error("rate_limited", "too many join/leave/ack frames; slow down and retry",
-                       frame.room)
+            self.error("rate_limited", "too many join/leave/ack/refresh frames; slow down and "
+                       "retry", None if isinstance(frame, p.Refresh) else frame.room)
         elif isinstance(frame, p.Join):
             await self._join(frame)
         elif isinstance(frame, p.Leave):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
+from collections.abc import Callable
 
 import pytest
 
@@ -121,3 +122,16 @@ async def test_refresh_in_none_mode_is_answered_with_no_expiry(inst_a: Instance)
     async with await open_client(inst_a, user=_user()) as client:
         await client.send({"type": "refresh", "token": "anything"})
         assert (await client.expect("refreshed"))["exp"] is None
+
+
+async def test_refresh_draws_on_the_control_bucket(make_instance: Callable[..., Instance]) -> None:
+    """Over the join/leave/ack bucket, a refresh is answered rate_limited
+    (ref null) and the socket stays usable."""
+    inst = make_instance("RL", CONTROL_RATE="0.01", CONTROL_BURST="1")
+    async with await open_client(inst, user=_user()) as client:
+        await client.send({"type": "refresh", "token": "t"})
+        assert (await client.expect("refreshed"))["exp"] is None
+        await client.send({"type": "refresh", "token": "t"})
+        error = await client.expect("error", skip=())
+        assert (error["code"], error["ref"]) == ("rate_limited", None)
+        await client.ping()
