@@ -7,10 +7,12 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Both distributions, editable: the server (streamgate) and the Python
+# client (streamgate-client, client/python), which the tests drive.
+$(STAMP): pyproject.toml setup.py client/python/pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test]' -e 'client/python[test]'
 	touch $(STAMP)
 
 run: install

@@ -6,10 +6,12 @@ effects beyond reading the configuration.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
@@ -19,7 +21,7 @@ from .logs import configure as configure_logs
 from .http import HTTPError, error_response
 from .http import router as http_router
 from .service import Service
-from .static import STATIC_DIR
+from .static import SDK_FILES, STATIC_DIR, sdk_dir
 from . import ws
 
 WS_PATH = "/ws"
@@ -74,9 +76,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return error_response(exc)
 
     app.include_router(http_router)  # /ws: see StreamGate
+    _serve_sdk(app)
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
+
+
+def _serve_sdk(app: FastAPI) -> None:
+    """``/static/streamgate.js`` and its types, from the SDK's own package;
+    registered before the ``/static`` mount so they win over it."""
+    where = sdk_dir()
+    for name in SDK_FILES:
+        if (where / name).is_file():
+            app.add_api_route(f"/static/{name}", _file_endpoint(where / name), methods=["GET", "HEAD"],
+                              include_in_schema=False)
+
+
+def _file_endpoint(path: Path) -> Callable[[], Awaitable[FileResponse]]:
+    """An endpoint without parameters: nothing in the request can choose the file."""
+    media = "text/javascript; charset=utf-8" if path.suffix == ".js" else "text/plain; charset=utf-8"
+
+    async def endpoint() -> FileResponse:
+        return FileResponse(path, media_type=media)
+
+    return endpoint
 
 
 app = create_app()

@@ -21,7 +21,7 @@ import threading
 from datetime import datetime
 from pathlib import Path
 
-from client import Client, Gap, Message, ServerError, connect
+from streamgate_client import Client, Gap, Message, ServerError, connect
 
 
 def load_positions(path: Path | None) -> dict[str, str]:

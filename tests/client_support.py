@@ -8,7 +8,7 @@ import os
 import signal
 from collections.abc import Iterator, Sequence
 
-from client import Client, Gap, Item, Message, Options
+from streamgate_client import Client, Gap, Item, Message, Options
 from tests.support import Instance, scaled
 from tests.support.ids import id_key
 

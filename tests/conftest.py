@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,6 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+# The Python client under test is this checkout's, whichever copy of
+# streamgate-client the venv has installed.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "client" / "python"))
 
 from tests.support import Instance, RedisServer
 from tests.support import instance as instance_module

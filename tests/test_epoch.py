@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from client import Gap, Message, connect
+from streamgate_client import Gap, Message, connect
 from tests.client_support import FAST, frozen, take
 from tests.conftest import BASE_ENV, InstanceFactory
 from tests.support import Instance, RedisServer, ServerError, WsClient, async_wait_until, open_client

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from tests.support import Instance, async_wait_until, new_client_id, open_client
 from tests.support.http import history, members, post_message, presence, room_path
@@ -23,6 +24,20 @@ async def test_metrics_are_prometheus_text(inst_a: Instance) -> None:
     assert response.headers["content-type"].startswith("text/plain")
     assert "# TYPE " in response.text
     assert "# HELP " in response.text
+
+
+async def test_the_browser_sdk_is_served_from_its_own_package(inst_a: Instance) -> None:
+    sdk = Path(__file__).resolve().parents[1] / "client" / "js"
+    async with inst_a.http() as http:
+        script = await http.get("/static/streamgate.js")
+        types = await http.get("/static/streamgate.d.ts")
+        page = await http.get("/static/chat.js")
+        chosen = await http.get("/static/streamgate.js", params={"path": "/etc/passwd"})
+    assert script.status_code == 200 and script.content == (sdk / "streamgate.js").read_bytes()
+    assert script.headers["content-type"].startswith("text/javascript")
+    assert types.status_code == 200 and types.content == (sdk / "streamgate.d.ts").read_bytes()
+    assert page.status_code == 200 and "./streamgate.js" in page.text  # the demo page imports it beside itself
+    assert chosen.content == script.content  # nothing in the request chooses the file
 
 
 async def test_paging_through_history_gives_every_message_in_order(

@@ -1,4 +1,4 @@
-"""streamgate.js unit tests (tests/browser/streamgate_client.test.mjs), run by node's test runner."""
+"""The browser SDK's unit tests (client/js/test/unit.test.mjs), run by node's test runner."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from tests.support.timeouts import scaled
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
 STATIC = REPO_ROOT / "app" / "static"
+SDK = REPO_ROOT / "client" / "js"
 
 
 def _node() -> str:
@@ -24,7 +25,7 @@ def _node() -> str:
 
 def test_static_scripts_parse() -> None:
     node = _node()
-    for script in sorted(STATIC.glob("*.js")):
+    for script in [*sorted(STATIC.glob("*.js")), SDK / "streamgate.js"]:
         done = subprocess.run([node, "--check", str(script)], capture_output=True, text=True,
                               timeout=scaled(30))
         assert done.returncode == 0, f"{script.name}:\n{done.stderr}"
@@ -32,6 +33,6 @@ def test_static_scripts_parse() -> None:
 
 def test_client_unit_tests_pass() -> None:
     node = _node()
-    done = subprocess.run([node, "--test", str(HERE / "streamgate_client.test.mjs")],
+    done = subprocess.run([node, "--test", str(SDK / "test" / "unit.test.mjs")],
                           capture_output=True, text=True, cwd=REPO_ROOT, timeout=scaled(60))
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]

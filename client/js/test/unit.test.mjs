@@ -1,11 +1,11 @@
-// Unit tests of app/static/streamgate.js under node (node --test), against a
+// Unit tests of streamgate.js under node (node --test), against a
 // scripted in-memory WebSocket: the protocol logic the browser test cannot
 // force (duplicates, out-of-order ids, refusals, retries) without a browser.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { StreamgateClient, compareIds, isId } from '../../app/static/streamgate.js';
+import { StreamgateClient, compareIds, isId } from '../streamgate.js';
 
 // ---- a scripted WebSocket ------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """The client's I/O: one supervisor task owns the WebSocket and reconnects it.
 
 - :class:`Client` is what the application holds. Its requests update the
-  pure :class:`~client.state.Delivery` state and send the frames it returns
+  pure :class:`~streamgate_client.state.Delivery` state and send the frames it returns
   on the current connection, if there is one; the next connection sends
   them otherwise (every wanted room is joined again on each connection).
 - The supervisor loops: pick the next URL, connect, wait for ``welcome``,
@@ -10,7 +10,7 @@
   fresh token first (4401), or stop for good (4403, repeated 4401).
 - The reader never waits for the application: a message goes into the
   bounded queue or is dropped and fetched again later (see
-  :mod:`client.state`), so ``published`` answers keep flowing even when the
+  :mod:`streamgate_client.state`), so ``published`` answers keep flowing even when the
   application is slow to take messages.
 
 Every wait is bounded: connecting and ``welcome`` by ``open_timeout``, a
@@ -77,7 +77,7 @@ class Client:
 
     Guarantees, per joined room: :meth:`messages` yields every message after
     the join point exactly once and in id order, across reconnects to any
-    instance, or yields a :class:`~client.events.Gap` where the server says
+    instance, or yields a :class:`~streamgate_client.events.Gap` where the server says
     messages were lost for good (trimmed history).
     """
 

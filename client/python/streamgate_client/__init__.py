@@ -9,9 +9,9 @@
             else:
                 print(item.room, item.id, item.sender, item.body)
 
-See docs/clients.md. Layers: :mod:`client.ids` and :mod:`client.protocol`
-(the wire contract) and :mod:`client.state` (delivery rules) are pure;
-:mod:`client.connection` does the I/O.
+See docs/clients.md. Layers: :mod:`streamgate_client.ids` and :mod:`streamgate_client.protocol`
+(the wire contract) and :mod:`streamgate_client.state` (delivery rules) are pure;
+:mod:`streamgate_client.connection` does the I/O.
 """
 
 from .connection import Client, connect
