@@ -66,11 +66,15 @@ fi
 if $can_install; then
   echo "installing: ${need[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
-  if "${as_root[@]}" apt-get update -qq && "${as_root[@]}" apt-get install -y -qq "${need[@]}" >&2; then
-    mapfile -t need < <(missing)
-  else
-    echo "apt-get failed; continuing with what is installed" >&2
+  "${as_root[@]}" apt-get update -qq >&2 || true
+  if ! "${as_root[@]}" apt-get install -y -qq "${need[@]}" >&2; then
+    # One package this distribution lacks (chromium is a snap on Ubuntu)
+    # must not keep the others out: one at a time.
+    for package in "${need[@]}"; do
+      "${as_root[@]}" apt-get install -y -qq "$package" >&2 || true
+    done
   fi
+  mapfile -t need < <(missing)
 fi
 
 if [ ${#need[@]} -gt 0 ]; then
