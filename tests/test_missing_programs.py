@@ -35,6 +35,7 @@ SELECTION = (
     "tests/test_ops_configs.py",
     "tests/browser",
     "tests/test_fixture_cleanup.py",
+    "tests/test_nginx_safety.py",
 )
 
 pytestmark = pytest.mark.timeout(300)
