@@ -29,6 +29,7 @@ from streamgate_client import (
     Message,
     Refreshed,
     Resumed,
+    ServerError,
     State,
     connect,
 )
@@ -118,8 +119,11 @@ async def test_presence_members_and_history_pages(
         await c.join(room, since="$")
         sent = [await c.publish(room, {"n": n}) for n in range(12)]
         assert user in await c.presence()
-        await async_wait_until(lambda: True, timeout=1)
-        assert user in await c.members(room)
+
+        async def listed() -> bool:  # presence is written right after `joined`
+            return user in await c.members(room)
+
+        await async_wait_until(listed, timeout=5, message="not in the room's members")
 
         latest = await c.history(room, before="$", limit=5)
         assert [m.id for m in latest.messages] == sent[-5:]
@@ -149,8 +153,6 @@ async def test_history_and_presence_with_a_token(
         sent = await c.publish(room, "hi")
         assert [m.id for m in (await c.history(room, before="$")).messages] == [sent]
         assert user in await c.presence()
-        from streamgate_client import ServerError
-
         with pytest.raises(ServerError) as err:
             await c.history("elsewhere", before="$")
         assert err.value.code == "forbidden"
