@@ -1,4 +1,4 @@
-"""``python -m app``: serve one instance on HOST:PORT.
+"""``python -m app`` (``streamgate serve``): serve one instance on HOST:PORT.
 
 The server pings every socket every ``HEARTBEAT_INTERVAL`` seconds and drops
 one that does not answer within the same time (with plain ``uvicorn``, pass
@@ -6,17 +6,28 @@ one that does not answer within the same time (with plain ``uvicorn``, pass
 permessage-deflate (``--ws-per-message-deflate false``).
 """
 
+import argparse
 import sys
+from collections.abc import Sequence
 
 import uvicorn
 
+from .cli import settings_help
 from .config import ConfigError, load_settings
 from .logs import configure as configure_logs
 
 SHUTDOWN_TASKS_S = 2
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None, prog: str = "streamgate serve") -> None:
+    """Serve until SIGTERM (which drains) or Ctrl-C; every setting comes from
+    the environment, so the only option is ``--help``."""
+    argparse.ArgumentParser(
+        prog=prog,
+        description="Serve one streamgate instance on HOST:PORT.",
+        epilog=settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    ).parse_args(sys.argv[1:] if argv is None else argv)
     try:
         s = load_settings()
     except ConfigError as exc:
@@ -52,4 +63,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(prog="python -m app")

@@ -1,23 +1,37 @@
 """Settings: read from the environment (and an optional ``.env``) in one place.
 
-Nothing else in the service reads ``os.environ``. Settings are frozen: an
+Nothing else in the service reads ``os.environ``. ``Settings`` is one
+pydantic-settings model: each field names its variable (the alias), its
+default and its bounds, so adding a setting is one field here (plus a rule in
+``_cross_checks`` when it depends on another). Every value that cannot work
+is refused at start, before anything binds or talks to Redis, with
+``ConfigError`` in one line that names the variable. Settings are frozen: an
 instance's behaviour is fixed for its lifetime.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import socket
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (BaseSettings, EnvSettingsSource, NoDecode, PydanticBaseSettingsSource,
+                               SettingsConfigDict)
 
 from streams.connection import DEFAULT_REDIS_URL, RedisSettings
-
 
 # A socket's outbox must hold a frame of the largest body, and half of it a
 # catch-up page of a few entries.
 MIN_OUTBOUND_BYTES = 64 * 1024
+
+# Values never echoed in an error line.
+_SECRET_HINTS = ("SECRET", "PASSWORD", "PUBLIC_KEY")
 
 
 class ConfigError(ValueError):
@@ -37,44 +51,229 @@ def dotenv(path: Path) -> dict[str, str]:
     return values
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    redis: RedisSettings
-    instance_id: str
-    auth_mode: str
-    jwt_secret: str | None
-    jwt_public_key: str | None
-    jwt_audience: str | None
-    jwt_issuer: str | None
-    allowed_origins: tuple[str, ...]
-    durability: str
-    min_replicas: int
-    replica_ack_timeout_ms: int
-    room_history_maxlen: int
-    presence_ttl_s: float
-    max_connections: int
-    max_frame_bytes: int
-    max_body_bytes: int
-    max_joins: int
-    publish_rate: float
-    publish_burst: int
-    control_rate: float
-    control_burst: int
-    key_prefix: str
-    outbound_queue: int
-    outbound_bytes: int
-    slow_consumer_timeout_s: float
-    retry_budget_s: float
-    heartbeat_interval_s: float
-    drain_timeout_s: float
-    drain_grace_s: float
-    log_format: str
-    host: str
-    port: int
+def _env(name: str, default: Any, doc: str, shown: str | None = None, **bounds: Any) -> Any:
+    """A field read from variable ``name``; ``shown`` is the default as
+    ``--help`` prints it when it is computed at start."""
+    extra = {"shown": shown} if shown is not None else None
+    factory = default if callable(default) else None
+    if factory is not None:
+        return Field(default_factory=factory, validation_alias=name, description=doc,
+                     json_schema_extra=extra, **bounds)
+    return Field(default, validation_alias=name, description=doc, json_schema_extra=extra, **bounds)
+
+
+def _instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+Seconds = Annotated[float, Field(allow_inf_nan=False)]
+Origins = Annotated[tuple[str, ...], NoDecode]
+Sentinels = Annotated[tuple[tuple[str, int], ...], NoDecode]
+
+
+class Settings(BaseSettings):
+    """Every setting of an instance, validated as a whole."""
+
+    model_config = SettingsConfigDict(frozen=True, case_sensitive=True, env_ignore_empty=True,
+                                      extra="ignore", validate_default=True)
+
+    redis_url: str = _env("REDIS_URL", DEFAULT_REDIS_URL, "standalone Redis, redis:// or rediss://")
+    redis_sentinels: Sentinels = _env(
+        "REDIS_SENTINELS", (), "host:port,...; when set, the master is found through Sentinel", shown="")
+    redis_sentinel_master: str = _env("REDIS_SENTINEL_MASTER", "mymaster", "Sentinel master name")
+    redis_sentinel_password: str | None = _env(
+        "REDIS_SENTINEL_PASSWORD", None, "password for the sentinels themselves", repr=False)
+    redis_username: str | None = _env("REDIS_USERNAME", None, "Redis ACL user")
+    redis_password: str | None = _env("REDIS_PASSWORD", None, "Redis password", repr=False)
+    redis_ca_file: str | None = _env("REDIS_CA_FILE", None, "CA bundle that verifies a rediss:// REDIS_URL")
+    instance_id: str = _env(
+        "INSTANCE_ID", _instance_id, "this instance's name in metrics, logs and presence", shown="<hostname>-<pid>")
+    auth_mode: Literal["jwt", "none"] = _env(
+        "AUTH_MODE", "jwt", "jwt, or none (development: identity from ?user=)")
+    jwt_secret: str | None = _env("JWT_SECRET", None, "HS256 key (jwt mode needs it or JWT_PUBLIC_KEY)", repr=False)
+    jwt_public_key: str | None = _env(
+        "JWT_PUBLIC_KEY", None, "PEM public key as text or a file path (RS256/ES256)")
+    jwt_audience: str | None = _env("JWT_AUDIENCE", None, "when set, tokens must carry this aud")
+    jwt_issuer: str | None = _env("JWT_ISSUER", None, "when set, tokens must carry this iss")
+    allowed_origins: Origins = _env(
+        "ALLOWED_ORIGINS", (), "comma list of Origin values allowed to open a socket, * = any",
+        shown="* with AUTH_MODE=none, else empty")
+    durability: Literal["leader", "replica"] = _env(
+        "DURABILITY", "leader", "leader, or replica (confirm after WAIT saw MIN_REPLICAS)")
+    min_replicas: int = _env(
+        "MIN_REPLICAS", 1, "replicas that must confirm a publish with DURABILITY=replica", ge=0)
+    replica_ack_timeout_ms: int = _env(
+        "REPLICA_ACK_TIMEOUT_MS", 500, "milliseconds to wait for those replicas", ge=0)
+    room_history_maxlen: int = _env(
+        "ROOM_HISTORY_MAXLEN", 10000, "entries kept per room stream (approximate trim)", ge=1)
+    presence_ttl_s: Seconds = _env(
+        "PRESENCE_TTL", 30.0, "seconds before a crashed instance's users leave presence", gt=0)
+    max_connections: int = _env(
+        "MAX_CONNECTIONS", 10000, "sockets per instance; the next is closed with 1013", ge=1)
+    max_frame_bytes: int = _env(
+        "MAX_FRAME_BYTES", 65536, "largest client frame, and HTTP POST request read", ge=1)
+    max_body_bytes: int = _env(
+        "MAX_BODY_BYTES", 32768, "largest message body (compact JSON) in a socket publish", ge=1)
+    max_joins: int = _env("MAX_JOINS", 100, "rooms one socket may be in at once", ge=1)
+    publish_rate: Seconds = _env("PUBLISH_RATE", 50.0, "publish/direct/broadcast per second per socket", gt=0)
+    publish_burst: int = _env("PUBLISH_BURST", 100, "publish bucket size", ge=1)
+    control_rate: Seconds = _env("CONTROL_RATE", 100.0, "join/leave/ack per second per socket", gt=0)
+    control_burst: int = _env("CONTROL_BURST", 500, "control bucket size", ge=1)
+    key_prefix: str = _env("KEY_PREFIX", "sg", "prefix of every Redis key and channel")
+    outbound_queue: int = _env(
+        "OUTBOUND_QUEUE", 1024, "message frames queued per socket before catch-up", ge=8)
+    outbound_bytes: int = _env("OUTBOUND_BYTES", 1 << 20, "bytes queued per socket", ge=MIN_OUTBOUND_BYTES)
+    slow_consumer_timeout_s: Seconds = _env(
+        "SLOW_CONSUMER_TIMEOUT", 30.0, "seconds a socket write may make no progress (then 4408)", gt=0)
+    retry_budget_s: Seconds = _env(
+        "RETRY_BUDGET", 10.0, "seconds a Redis call is retried before unavailable", gt=0)
+    heartbeat_interval_s: Seconds = _env(
+        "HEARTBEAT_INTERVAL", 20.0, "WebSocket ping interval and pong timeout, seconds", gt=0)
+    drain_timeout_s: Seconds = _env("DRAIN_TIMEOUT", 8.0, "seconds open sockets get to close with 1012", gt=0)
+    drain_grace_s: Seconds = _env(
+        "DRAIN_GRACE", 1.0, "seconds between SIGTERM and closing open sockets", ge=0)
+    log_format: Literal["json", "text"] = _env(
+        "LOG_FORMAT", "json", "json (one object per line, tokens redacted) or text")
+    host: str = _env("HOST", "127.0.0.1", "listen address of streamgate serve")
+    port: int = _env("PORT", 8000, "listen port of streamgate serve", ge=1, le=65535)
 
     @property
     def any_origin(self) -> bool:
         return "*" in self.allowed_origins
+
+    @property
+    def redis(self) -> RedisSettings:
+        """The Redis layer's own settings (streams/ knows nothing of this model)."""
+        return RedisSettings(url=self.redis_url, sentinels=self.redis_sentinels,
+                             master_name=self.redis_sentinel_master,
+                             sentinel_password=self.redis_sentinel_password, username=self.redis_username,
+                             password=self.redis_password, ssl_ca_file=self.redis_ca_file)
+
+    @field_validator("auth_mode", "durability", "log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("redis_sentinels", mode="before")
+    @classmethod
+    def _sentinels(cls, value: Any) -> Any:
+        return _sentinels(value) if isinstance(value, str) else value
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: Any) -> Any:
+        return tuple(o.strip() for o in value.split(",") if o.strip()) if isinstance(value, str) else value
+
+    @field_validator("jwt_public_key")
+    @classmethod
+    def _pem(cls, value: str | None) -> str | None:
+        if value and not value.lstrip().startswith("-----BEGIN"):
+            try:  # a path to a PEM file
+                return Path(value).read_text()
+            except OSError as exc:
+                raise ValueError(f"not a PEM key nor a readable file: {exc}") from None
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _origins_default(cls, data: Any) -> Any:
+        """Any origin by default only where no token is asked for anyway."""
+        if isinstance(data, dict) and not data.get("ALLOWED_ORIGINS"):
+            mode = str(data.get("AUTH_MODE") or "jwt").lower()
+            data = {**data, "ALLOWED_ORIGINS": "*" if mode == "none" else ""}
+        return data
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Settings:
+        """Values fine alone that cannot work together: refused at start
+        rather than met later as a publish nothing confirms."""
+        rules = [
+            (self.auth_mode != "jwt" or bool(self.jwt_secret or self.jwt_public_key),
+             "AUTH_MODE=jwt needs JWT_SECRET (or JWT_PUBLIC_KEY)"),
+            (self.durability != "replica" or self.min_replicas >= 1,
+             "MIN_REPLICAS must be >= 1 with DURABILITY=replica (0 would confirm nothing)"),
+            (self.durability != "replica" or self.replica_ack_timeout_ms >= 1,
+             "REPLICA_ACK_TIMEOUT_MS must be >= 1 with DURABILITY=replica"),
+        ]
+        for ok, message in rules:
+            if not ok:
+                raise ConfigError(message)
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Only the environment (over ./.env, read by :func:`dotenv` as before)."""
+        return init_settings, _Environment(settings_cls)
+
+
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("streamgate_environ", default=None)
+
+
+class _Environment(EnvSettingsSource):
+    """The process environment over ``./.env``, or the mapping given to
+    :func:`load_settings` (tests pass one so the process's is not read)."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        given = _ENVIRON.get()
+        merged = {**dotenv(Path(".env")), **(os.environ if given is None else given)}
+        return {k: v for k, v in merged.items() if v != ""}
+
+
+@contextmanager
+def _environ(environ: Mapping[str, str] | None) -> Iterator[None]:
+    token = _ENVIRON.set(environ)
+    try:
+        yield
+    finally:
+        _ENVIRON.reset(token)
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from ``environ`` (default: the process environment) over
+    ``./.env``; ``ConfigError`` in one line naming the variable otherwise."""
+    try:
+        with _environ(environ):
+            return Settings()
+    except ValidationError as exc:
+        raise ConfigError(describe(exc)) from None
+
+
+def describe(exc: ValidationError) -> str:
+    """Every problem of ``exc`` on one line, each led by its variable."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        name = str(err["loc"][0]) if err["loc"] else ""
+        message = str(err["msg"]).removeprefix("Value error, ")
+        value = err.get("input")
+        if not name or message.startswith(name):  # our own rule says it all
+            parts.append(message)
+            continue
+        if not any(h in name for h in _SECRET_HINTS) and isinstance(value, str) and len(value) <= 64:
+            message = f"{message} (got {value!r})"
+        parts.append(f"{name}: {message}")
+    return "; ".join(parts).replace("\n", " ")
+
+
+def documented() -> Iterator[tuple[str, str, str]]:
+    """(variable, default as shown, description) of every setting, for ``--help``."""
+    for field in Settings.model_fields.values():
+        yield str(field.validation_alias), _shown_default(field), field.description or ""
+
+
+def _shown_default(field: FieldInfo) -> str:
+    extra = field.json_schema_extra
+    if isinstance(extra, dict) and "shown" in extra:
+        return str(extra["shown"])
+    default = field.get_default(call_default_factory=False)
+    if default is None or default == ():
+        return ""
+    if isinstance(default, float) and default.is_integer():
+        return str(int(default))
+    return str(default)
 
 
 def _sentinels(text: str) -> tuple[tuple[str, int], ...]:
@@ -88,127 +287,3 @@ def _sentinels(text: str) -> tuple[tuple[str, int], ...]:
             raise ConfigError(f"REDIS_SENTINELS: expected host:port, got {part!r}")
         out.append((host, int(port)))
     return tuple(out)
-
-
-def load_settings(environ: dict[str, str] | None = None) -> Settings:
-    """Build settings from ``environ`` (default: the process environment)."""
-    env = dict(dotenv(Path(".env")))
-    env.update(os.environ if environ is None else environ)
-
-    def get(name: str, default: str) -> str:
-        return env.get(name, default) or default
-
-    def num(name: str, default: float, cast: type = int):  # type: ignore[no-untyped-def]
-        raw = get(name, str(default))
-        try:
-            return cast(raw)
-        except ValueError:
-            raise ConfigError(f"{name}: not a number: {raw!r}") from None
-
-    auth_mode = get("AUTH_MODE", "jwt").lower()
-    if auth_mode not in ("jwt", "none"):
-        raise ConfigError("AUTH_MODE must be 'jwt' or 'none'")
-    secret = env.get("JWT_SECRET") or None
-    public_key = env.get("JWT_PUBLIC_KEY") or None
-    if public_key and not public_key.lstrip().startswith("-----BEGIN"):
-        try:  # a path to a PEM file
-            public_key = Path(public_key).read_text()
-        except OSError as exc:
-            raise ConfigError(f"JWT_PUBLIC_KEY: not a PEM key nor a readable file: {exc}") from None
-    if auth_mode == "jwt" and not (secret or public_key):
-        raise ConfigError("AUTH_MODE=jwt needs JWT_SECRET (or JWT_PUBLIC_KEY)")
-    durability = get("DURABILITY", "leader").lower()
-    if durability not in ("leader", "replica"):
-        raise ConfigError("DURABILITY must be 'leader' or 'replica'")
-    origins_default = "*" if auth_mode == "none" else ""
-    origins = tuple(o.strip() for o in get("ALLOWED_ORIGINS", origins_default).split(",") if o.strip())
-
-    redis = RedisSettings(
-        url=get("REDIS_URL", DEFAULT_REDIS_URL),
-        sentinels=_sentinels(env.get("REDIS_SENTINELS", "")),
-        master_name=get("REDIS_SENTINEL_MASTER", "mymaster"),
-        sentinel_password=env.get("REDIS_SENTINEL_PASSWORD") or None,
-        username=env.get("REDIS_USERNAME") or None,
-        password=env.get("REDIS_PASSWORD") or None,
-        ssl_ca_file=env.get("REDIS_CA_FILE") or None,
-    )
-    settings = Settings(
-        redis=redis,
-        instance_id=get("INSTANCE_ID", f"{socket.gethostname()}-{os.getpid()}"),
-        auth_mode=auth_mode,
-        jwt_secret=secret,
-        jwt_public_key=public_key,
-        jwt_audience=env.get("JWT_AUDIENCE") or None,
-        jwt_issuer=env.get("JWT_ISSUER") or None,
-        allowed_origins=origins,
-        durability=durability,
-        min_replicas=num("MIN_REPLICAS", 1),
-        replica_ack_timeout_ms=num("REPLICA_ACK_TIMEOUT_MS", 500),
-        room_history_maxlen=num("ROOM_HISTORY_MAXLEN", 10000),
-        presence_ttl_s=num("PRESENCE_TTL", 30, float),
-        max_connections=num("MAX_CONNECTIONS", 10000),
-        max_frame_bytes=num("MAX_FRAME_BYTES", 65536),
-        max_body_bytes=num("MAX_BODY_BYTES", 32768),
-        max_joins=num("MAX_JOINS", 100),
-        publish_rate=num("PUBLISH_RATE", 50, float),
-        publish_burst=num("PUBLISH_BURST", 100),
-        control_rate=num("CONTROL_RATE", 100, float),
-        control_burst=num("CONTROL_BURST", 500),
-        key_prefix=get("KEY_PREFIX", "sg"),
-        outbound_queue=num("OUTBOUND_QUEUE", 1024),
-        outbound_bytes=num("OUTBOUND_BYTES", 1 << 20),
-        slow_consumer_timeout_s=num("SLOW_CONSUMER_TIMEOUT", 30, float),
-        retry_budget_s=num("RETRY_BUDGET", 10, float),
-        heartbeat_interval_s=num("HEARTBEAT_INTERVAL", 20, float),
-        drain_timeout_s=num("DRAIN_TIMEOUT", 8, float),
-        drain_grace_s=num("DRAIN_GRACE", 1, float),
-        log_format=get("LOG_FORMAT", "json").lower(),
-        host=get("HOST", "127.0.0.1"),
-        port=num("PORT", 8000),
-    )
-    _refuse_impossible(settings)
-    if settings.room_history_maxlen < 1 or settings.outbound_queue < 8:
-        raise ConfigError("ROOM_HISTORY_MAXLEN must be >= 1 and OUTBOUND_QUEUE >= 8")
-    if settings.control_rate <= 0 or settings.control_burst < 1:
-        # Without tokens no socket could ever join a room.
-        raise ConfigError("CONTROL_RATE must be > 0 and CONTROL_BURST >= 1")
-    if settings.outbound_bytes < MIN_OUTBOUND_BYTES:
-        raise ConfigError(f"OUTBOUND_BYTES must be >= {MIN_OUTBOUND_BYTES} (64 KiB)")
-    return settings
-
-
-def _refuse_impossible(s: Settings) -> None:
-    """Values that parse but cannot work: refused at start, in one line each,
-    rather than met later as a socket that never gets a token or a ping
-    that fires in a busy loop."""
-    rules = [
-        (s.log_format in ("json", "text"), "LOG_FORMAT must be 'json' or 'text'"),
-        (1 <= s.port <= 65535, "PORT must be between 1 and 65535"),
-        (s.max_connections >= 1, "MAX_CONNECTIONS must be >= 1"),
-        (s.max_frame_bytes >= 1 and s.max_body_bytes >= 1,
-         "MAX_FRAME_BYTES and MAX_BODY_BYTES must be >= 1"),
-        (s.max_joins >= 1, "MAX_JOINS must be >= 1"),
-        (s.publish_rate > 0 and s.publish_burst >= 1,
-         "PUBLISH_RATE must be > 0 and PUBLISH_BURST >= 1"),
-        (s.heartbeat_interval_s > 0, "HEARTBEAT_INTERVAL must be > 0 seconds"),
-        (s.presence_ttl_s > 0, "PRESENCE_TTL must be > 0 seconds"),
-        (s.retry_budget_s > 0, "RETRY_BUDGET must be > 0 seconds"),
-        (s.slow_consumer_timeout_s > 0, "SLOW_CONSUMER_TIMEOUT must be > 0 seconds"),
-        (s.drain_timeout_s > 0 and s.drain_grace_s >= 0,
-         "DRAIN_TIMEOUT must be > 0 and DRAIN_GRACE >= 0 seconds"),
-        (s.durability != "replica" or s.min_replicas >= 1,
-         "MIN_REPLICAS must be >= 1 with DURABILITY=replica (0 would confirm nothing)"),
-        (s.durability != "replica" or s.replica_ack_timeout_ms >= 1,
-         "REPLICA_ACK_TIMEOUT_MS must be >= 1 with DURABILITY=replica"),
-    ]
-    for ok, message in rules:
-        if not ok:
-            raise ConfigError(message)
-    for name, value in (("PUBLISH_RATE", s.publish_rate), ("CONTROL_RATE", s.control_rate),
-                        ("PRESENCE_TTL", s.presence_ttl_s), ("RETRY_BUDGET", s.retry_budget_s),
-                        ("HEARTBEAT_INTERVAL", s.heartbeat_interval_s),
-                        ("SLOW_CONSUMER_TIMEOUT", s.slow_consumer_timeout_s),
-                        ("DRAIN_TIMEOUT", s.drain_timeout_s), ("DRAIN_GRACE", s.drain_grace_s)):
-        if not math.isfinite(value):
-            raise ConfigError(f"{name} must be a finite number")
-

@@ -20,9 +20,11 @@ from .drain import Drainer
 from .logs import configure as configure_logs
 from .http import HTTPError, error_response
 from .http import router as http_router
+from .httpcount import HTTPCounter
 from .service import Service
 from .static import SDK_FILES, STATIC_DIR, sdk_dir
 from . import ws
+from .tutorial import router as tutorial_router
 
 WS_PATH = "/ws"
 
@@ -75,7 +77,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def _http_error(request: Request, exc: HTTPError):  # type: ignore[no-untyped-def]
         return error_response(exc)
 
+    app.add_middleware(HTTPCounter)
     app.include_router(http_router)  # /ws: see StreamGate
+    app.include_router(tutorial_router)  # /ws/{user_id}, /ws/{room}/{user_id}
     _serve_sdk(app)
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -1,8 +1,13 @@
 """Every Prometheus metric of an instance, in one place.
 
-Labels are bounded: ``instance`` and frame type or reason, never a user or a
-room, so the series count does not grow with traffic. Bucket bounds are in
-seconds but chosen around milliseconds, where this service lives.
+Labels are bounded: ``instance`` and frame type, reason, error code, HTTP
+route template, method and status, never a user or a room, so the series
+count does not grow with traffic. Bucket bounds are in seconds but chosen
+around milliseconds, where this service lives.
+
+The registry also carries the process (CPU, resident memory, open file
+descriptors) and platform collectors, so one scrape of ``/metrics`` says how
+the process itself is doing, and ``streamgate_build_info`` names the build.
 """
 
 from __future__ import annotations
@@ -14,7 +19,17 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+
+from .buildinfo import BuildInfo, build_info
 
 MS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 DURATION_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
@@ -23,11 +38,17 @@ DURATION_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
 class Metrics:
     """Implements :class:`streams.observer.Observer` too."""
 
-    def __init__(self, instance: str) -> None:
+    def __init__(self, instance: str, build: BuildInfo | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         i = ["instance"]
         self._instance = instance
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        build = build or build_info()
+        Gauge("streamgate_build_info", "The running build: always 1, the build in its labels",
+              ["instance", "version", "git_sha"], registry=r
+              ).labels(instance, build.version, build.git_sha).set(1)
         self.connections = Gauge(
             "websocket_connections", "Open WebSocket connections", i, registry=r
         ).labels(instance)
@@ -36,6 +57,16 @@ class Metrics:
         self.frames_sent: collections.Counter[str] = collections.Counter()
         self.frames_received: collections.Counter[str] = collections.Counter()
         r.register(_FrameCounts(instance, self.frames_sent, self.frames_received))
+        # Error frames by code and HTTP answers by route: the same scheme.
+        self.errors_sent: collections.Counter[str] = collections.Counter()
+        self.http_answers: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        r.register(_ErrorAndHTTPCounts(instance, self.errors_sent, self.http_answers))
+        self._unrecovered = Counter(
+            "streamgate_unrecovered_joins_total", "Joins answered `recovered: false`: the client "
+            "missed messages that are gone for good", i, registry=r).labels(instance)
+        self.catching_up = Gauge(
+            "streamgate_catching_up_sockets", "Sockets reading a room from its stream (replay or "
+            "catch-up) instead of live", i, registry=r).labels(instance)
         self.connection_duration = Histogram(
             "websocket_connection_duration_seconds", "How long connections stay open",
             i, buckets=DURATION_BUCKETS, registry=r).labels(instance)
@@ -96,8 +127,10 @@ class Metrics:
 
     def watch(self, queued: Callable[[], float], rooms: Callable[[], float],
               ready: Callable[[], float], draining: Callable[[], float],
-              tasks: Callable[[], float] = lambda: 0.0) -> None:
+              tasks: Callable[[], float] = lambda: 0.0,
+              catching_up: Callable[[], float] = lambda: 0.0) -> None:
         """Gauges read at scrape time instead of being kept up to date."""
+        self.catching_up.set_function(catching_up)
         self.queue_depth.set_function(queued)
         self.local_rooms.set_function(rooms)
         self.ready.set_function(ready)
@@ -117,6 +150,19 @@ class Metrics:
 
     def received(self, kind: str) -> None:
         self.frames_received[kind] += 1
+
+    def error_sent(self, code: str) -> None:
+        """An ``error`` frame went out; ``code`` is one of the protocol's
+        few error codes, so the label stays bounded."""
+        self.errors_sent[code] += 1
+
+    def http_answered(self, route: str, method: str, status: int) -> None:
+        """``route`` is the route's template (``/rooms/{room}/messages``),
+        never the requested path, so the label stays bounded."""
+        self.http_answers[(route, method, str(status))] += 1
+
+    def unrecovered_join(self) -> None:
+        self._unrecovered.inc()
 
     def refuse(self, reason: str) -> None:
         self.refused.labels(self._instance, reason).inc()
@@ -166,3 +212,27 @@ class _FrameCounts(Collector):
             for kind, value in sorted(tally.items()):
                 family.add_metric([self._instance, kind], value)
             yield family
+
+
+class _ErrorAndHTTPCounts(Collector):
+    """``streamgate_error_frames_total`` by code and
+    ``streamgate_http_responses_total`` by route, method and status, read
+    from plain integer tallies at scrape time."""
+
+    def __init__(self, instance: str, errors: collections.Counter[str],
+                 http: collections.Counter[tuple[str, str, str]]) -> None:
+        self._instance = instance
+        self._errors = errors
+        self._http = http
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        errors = CounterMetricFamily("streamgate_error_frames", "Error frames sent to clients, by code",
+                                     labels=["instance", "code"])
+        for code, value in sorted(self._errors.items()):
+            errors.add_metric([self._instance, code], value)
+        yield errors
+        http = CounterMetricFamily("streamgate_http_responses", "HTTP responses, by route template, "
+                                   "method and status", labels=["instance", "route", "method", "status"])
+        for (route, method, status), value in sorted(self._http.items()):
+            http.add_metric([self._instance, route, method, status], value)
+        yield http

@@ -12,6 +12,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import orjson
@@ -283,6 +284,97 @@ def wire_text_frame(text: str) -> bytes:
     else:
         head = bytes((0x81, 127)) + n.to_bytes(8, "big")
     return head + data
+
+
+# -- the tutorial's interface (app/tutorial.py, docs/migrating.md) ----------
+#
+# Its clients send ``{"type":"broadcast","message":M}`` and
+# ``{"type":"direct","to":U,"message":M}`` on ``/ws/{user_id}`` and read
+# text lines; on ``/ws/{room}/{user_id}`` they send a message and read JSON
+# objects with ``id``, ``timestamp`` and ``message``. ``M`` is stored as the
+# message body, so native clients of the same rooms see it unchanged.
+
+# A tutorial path with an invalid room or id, or a room the user may not join.
+CLOSE_POLICY = 1008
+
+
+def chat_text(body: Any) -> str:
+    """A body as one line of chat: a string as is, ``{"text": T}`` as T,
+    anything else as compact JSON (what the demo page shows too)."""
+    if isinstance(body, str):
+        return body
+    if isinstance(body, dict) and isinstance(body.get("text"), str):
+        return str(body["text"])
+    return encode_body(body)
+
+
+def parse_tutorial_chat(raw: str, max_body_bytes: int) -> Publish:
+    """A frame of ``/ws/{user_id}``: broadcast to ``@all`` or direct to ``@U``."""
+    frame = _tutorial_object(raw)
+    kind = frame.get("type")
+    if kind == "broadcast":
+        room = ALL_ROOM
+    elif kind == "direct":
+        to = frame.get("to")
+        if not valid_user(to):
+            raise FrameError("invalid_room", "'to' must be a valid user id")
+        room = inbox(str(to))
+    else:
+        raise FrameError("unknown_type", "expected type 'broadcast' or 'direct'")
+    if "message" not in frame:
+        raise FrameError("bad_frame", "missing field 'message'", ref=room)
+    return Publish(room, checked_body(frame["message"], room, max_body_bytes), None)
+
+
+def parse_tutorial_room(raw: str, room: str, max_body_bytes: int) -> Publish:
+    """A frame of ``/ws/{room}/{user_id}``: ``{"message": M}``, or any other
+    text, which is stored as a string message."""
+    try:
+        frame = decode_json(raw)
+    except (ValueError, RecursionError):
+        frame = None
+    message: Any = frame["message"] if isinstance(frame, dict) and "message" in frame else raw
+    return Publish(room, checked_body(message, room, max_body_bytes), None)
+
+
+def _tutorial_object(raw: str) -> dict[str, Any]:
+    try:
+        frame = decode_json(raw)
+    except (ValueError, RecursionError):
+        raise FrameError("bad_frame", "invalid JSON") from None
+    if not isinstance(frame, dict):
+        raise FrameError("bad_frame", "a frame must be a JSON object")
+    return frame
+
+
+def tutorial_chat_line(frame: str) -> str | None:
+    """What a ``/ws/{user_id}`` client reads for one of our frames:
+    ``alice: hi`` for ``@all``, ``[Private from alice]: hi`` for the inbox,
+    error frames as they are, nothing for the rest (welcome, joined)."""
+    obj = decode_json(frame)
+    if obj.get("type") == "error":
+        return frame
+    if obj.get("type") != "message":
+        return None
+    text = chat_text(obj["body"])
+    if obj["room"] == ALL_ROOM:
+        return f"{obj['from']}: {text}"
+    return f"[Private from {obj['from']}]: {text}"
+
+
+def tutorial_room_item(frame: str) -> str | None:
+    """What a ``/ws/{room}/{user_id}`` client reads for one of our frames:
+    ``{"id", "user_id", "message", "timestamp"}`` (ISO 8601, UTC) per
+    message, error frames as they are, nothing for the rest."""
+    obj = decode_json(frame)
+    if obj.get("type") == "error":
+        return frame
+    if obj.get("type") != "message":
+        return None
+    stamp = datetime.fromtimestamp(obj["ts"] / 1000, timezone.utc).isoformat(timespec="milliseconds")
+    return ('{"id":"' + obj["id"] + '","user_id":' + orjson.dumps(obj["from"]).decode()
+            + ',"message":' + encode_body(obj["body"])
+            + ',"timestamp":"' + stamp + '"}')
 
 
 def welcome_frame(user: str, instance: str) -> str:

@@ -91,6 +91,8 @@ class Service:
             ready=lambda: float(not self.draining and self.bus.healthy),
             draining=lambda: float(self.draining),
             tasks=self._count_tasks,
+            catching_up=lambda: sum(1 for c in self.conns
+                                    if c.session.worker is not None),  # type: ignore[attr-defined]
         )
 
     def _count_tasks(self) -> float:
@@ -196,7 +198,8 @@ class Service:
         """The rooms of one socket, fed by this instance's hub and log;
         ``on_error`` hears what ended its catch-up."""
         return Session(who, outbox, self.hub, self.log, self.metrics.replay_done,
-                       self.metrics.frames_sent, on_error)
+                       self.metrics.frames_sent, on_error,
+                       on_unrecovered=self.metrics.unrecovered_join)
 
     async def ack(self, who: Principal, room: str, sid: str) -> None:
         """Move ``who``'s cursor in ``room``; BeyondEnd for an id the room

@@ -49,7 +49,7 @@ class Session:
     """
 
     __slots__ = ("principal", "user", "outbox", "_hub", "_log", "feeds", "_lagging",
-                 "_worker", "_closed", "_on_replayed", "_on_error", "_sent")
+                 "_worker", "_closed", "_on_replayed", "_on_error", "_sent", "_on_unrecovered")
 
     def __init__(
         self,
@@ -60,6 +60,7 @@ class Session:
         on_replayed: Callable[[int, float], None] = lambda n, s: None,
         sent: collections.Counter[str] | None = None,
         on_error: Callable[[BaseException], None] = _log_error,
+        on_unrecovered: Callable[[], None] = lambda: None,
     ) -> None:
         self.principal = principal
         self.user = principal.user
@@ -73,6 +74,7 @@ class Session:
         self._closed = False
         self._on_replayed = on_replayed
         self._on_error = on_error
+        self._on_unrecovered = on_unrecovered  # a `joined` with recovered false
         self._sent: collections.Counter[str] = sent if sent is not None else collections.Counter()
 
     # -- called by the hub: must not block -----------------------------------
@@ -232,3 +234,5 @@ class Session:
         if not self.outbox.push(frame):
             raise TooSlow("control frames not read")
         self._sent["joined"] += 1
+        if not joined.recovered:
+            self._on_unrecovered()

@@ -375,6 +375,7 @@ class Connection:
 
     def error(self, code: str, reason: str, ref: str | None) -> None:
         self.reply(p.error_frame(code, reason, ref), "error")
+        self.svc.metrics.error_sent(code)
 
     async def _read(self) -> None:
         ws = self.ws

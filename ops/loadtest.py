@@ -41,7 +41,9 @@ from ops.loadtest_run import LoadConfig, Run, fmt_ms
 __all__ = ["LoadConfig", "RESULTS_DIR", "main", "run", "summary_lines", "write_outputs"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-RESULTS_DIR = REPO_ROOT / "bench" / "results"
+# Beside the sources in a checkout; under the working directory when ops/ is
+# an installed package (never inside site-packages).
+RESULTS_DIR = (REPO_ROOT if (REPO_ROOT / "pyproject.toml").is_file() else Path()) / "bench" / "results"
 
 
 def write_outputs(report: dict[str, Any], out: str | Path, chart: bool = True) -> dict[str, str]:

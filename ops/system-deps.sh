@@ -33,6 +33,7 @@ wanted=(
   nft:nftables
   ip:iproute2
   promtool:prometheus
+  amtool:prometheus-alertmanager
   docker-compose:docker-compose
   chromium:chromium
   chromedriver:chromium-driver

@@ -238,6 +238,21 @@ class RoomLog:
 
         return await self._retry(call)
 
+    async def start_of_latest(self, room: str, count: int) -> str:
+        """The id after which the room's newest ``count`` readable entries
+        begin, ``"0"`` when it holds no more than that: a join from here
+        replays exactly the latest ``count``."""
+        last = await self.last_id(room)
+        if last == "0-0":
+            return "0"
+        key = self._keys.log(room)
+
+        async def call() -> str:
+            rows = await self._redis.xrevrange(key, max=last, min="-", count=count + 1)
+            return _s(rows[count][0]) if len(rows) > count else "0"
+
+        return await self._retry(call)
+
     async def bounds(self, room: str) -> Bounds:
         """The stream's bounds and epoch, read atomically (one script).
 

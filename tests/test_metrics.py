@@ -12,6 +12,7 @@ import asyncio
 import shutil
 import subprocess
 from collections import Counter
+from importlib import metadata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,9 +59,29 @@ EXPECTED_METRICS = {
     "streamgate_local_rooms": "gauge",
     "streamgate_outbound_queue_depth": "gauge",
     "streamgate_tasks": "gauge",
+    "streamgate_ready": "gauge",
+    "streamgate_draining": "gauge",
+    "streamgate_unrecovered_joins_total": "counter",
+    "streamgate_error_frames_total": "counter",
+    "streamgate_http_responses_total": "counter",
+    "streamgate_catching_up_sockets": "gauge",
+    "streamgate_build_info": "gauge",
+}
+# The process itself, from prometheus_client's process and platform collectors.
+PROCESS_METRICS = {
+    "process_cpu_seconds_total": "counter",
+    "process_resident_memory_bytes": "gauge",
+    "process_open_fds": "gauge",
+    "process_max_fds": "gauge",
+    "process_start_time_seconds": "gauge",
+    "python_info": "gauge",
 }
 # Bounded label names only: never a user or a room.
-ALLOWED_LABELS = {"instance", "type", "reason", "le"}
+ALLOWED_LABELS = {"instance", "type", "reason", "le", "code", "route", "method", "status",
+                  "version", "git_sha"}
+# Collector series that describe the process, labelled by Prometheus's own
+# `instance` (the scrape target) only.
+PROCESS_PREFIXES = ("process_", "python_")
 
 needs_promtool = pytest.mark.skipif(not shutil.which("promtool"), reason="promtool not installed")
 
@@ -459,6 +480,7 @@ async def test_queue_depth_and_slow_consumer_close_are_counted(
     stalled = await open_client(queued, uid("stalled"), rcvbuf=4096, max_queue=1)
     pub = await open_client(queued, uid("pub"))
     depths: list[float] = []
+    catching_up: list[float] = []
     try:
         await stalled.join(room, since="$")
         await stalled.pause()
@@ -466,7 +488,9 @@ async def test_queue_depth_and_slow_consumer_close_are_counted(
 
         async def watch() -> None:
             while not stop.is_set():
-                depths.append((await scrape(queued)).value("streamgate_outbound_queue_depth"))
+                snap = await scrape(queued)
+                depths.append(snap.value("streamgate_outbound_queue_depth"))
+                catching_up.append(snap.value("streamgate_catching_up_sockets"))
                 await asyncio.sleep(0.05)
 
         watcher = asyncio.create_task(watch())
@@ -483,12 +507,77 @@ async def test_queue_depth_and_slow_consumer_close_are_counted(
             stop.set()
             await watcher
         assert max(depths) > 0, "the outbound queue depth never showed the backlog"
+        # The full queue sent the socket to catch-up from the stream.
+        assert max(catching_up) == 1, catching_up
         stalled.resume()
         assert await stalled.wait_closed(timeout=15) in (4408, 1006)
     finally:
         await close_all(queued, [stalled, pub], base)
     after = await scrape(queued)
     assert after.value("streamgate_outbound_queue_depth") == 0
+    assert after.value("streamgate_catching_up_sockets") == 0
+
+
+async def test_error_frames_and_unrecovered_joins_are_counted(
+    metered: Instance, uid: Callable[[str], str], room: str
+) -> None:
+    before = await scrape(metered)
+    base = before.value("websocket_connections")
+    client = await connect(metered, uid("err"))
+    try:
+        await client.send_text("{not json")
+        await client.send({"type": "shout"})
+        await client.send({"type": "join", "room": "bad room"})
+        codes = [(await client.expect("error"))["code"] for _ in range(3)]
+        assert codes == ["bad_frame", "unknown_type", "invalid_room"]
+        # A room with no stream yet: whatever the client saw is gone.
+        _, joined = await client.join(room, since="5-0")
+        assert joined["recovered"] is False
+        _, joined = await client.join(room + "-b", since="$")
+        assert joined["recovered"] is True
+    finally:
+        await close_all(metered, [client], base)
+    await expect_deltas(metered, before, {
+        key("streamgate_error_frames_total", code="bad_frame"): 1,
+        key("streamgate_error_frames_total", code="unknown_type"): 1,
+        key("streamgate_error_frames_total", code="invalid_room"): 1,
+        key("streamgate_unrecovered_joins_total"): 1,
+    })
+
+
+async def test_http_responses_are_counted_by_route_template_and_status(
+    metered: Instance, uid: Callable[[str], str], room: str
+) -> None:
+    token = make_token(uid("reader"))
+    before = await scrape(metered)
+    async with metered.http() as http:
+        assert (await http.get("/healthz")).status_code == 200
+        assert (await http.get(f"/rooms/{room}/messages")).status_code == 401
+        for n in range(2):
+            r = await http.get(f"/rooms/{room}-{n}/messages",
+                               headers={"Authorization": f"Bearer {token}"})
+            assert r.status_code == 200, r.text
+        assert (await http.get(f"/no/such/{room}")).status_code == 404
+    after = await expect_deltas(metered, before, {
+        key("streamgate_http_responses_total", route="/healthz", method="GET", status="200"): 1,
+        key("streamgate_http_responses_total", route="/rooms/{room}/messages", method="GET",
+            status="401"): 1,
+        key("streamgate_http_responses_total", route="/rooms/{room}/messages", method="GET",
+            status="200"): 2,
+        key("streamgate_http_responses_total", route="unmatched", method="GET", status="404"): 1,
+    })
+    # The requested paths never become labels.
+    assert room not in after.text
+
+
+async def test_process_and_build_info_are_exposed(metered: Instance) -> None:
+    snap = await scrape(metered)
+    assert snap.value("process_resident_memory_bytes") > 1_000_000
+    assert snap.value("process_open_fds") >= 3
+    assert snap.value("streamgate_ready") == 1 and snap.value("streamgate_draining") == 0
+    (labels,) = [lab for name, lab, v in snap.samples if name == "streamgate_build_info" and v == 1]
+    assert labels["version"] == metadata.version("streamgate")
+    assert labels["git_sha"] == "unknown" or len(labels["git_sha"]) == 12, labels
 
 
 @needs_promtool
@@ -507,10 +596,13 @@ async def test_live_metrics_pass_promtool_with_bounded_labels(metered: Instance,
         await close_all(metered, [client], base)
 
     promtool_check_metrics(snap.text)
-    for name, kind in EXPECTED_METRICS.items():
+    for name, kind in {**EXPECTED_METRICS, **PROCESS_METRICS}.items():
         assert snap.types.get(name) == kind, f"{name}: declared {snap.types.get(name)!r}, expected {kind}"
     assert snap.samples, "no samples at all"
     for name, labels, _ in snap.samples:
+        if name.startswith(PROCESS_PREFIXES):
+            assert "instance" not in labels, f"{name}{labels}"
+            continue
         assert labels.get("instance") == metered.instance_id, f"{name}{labels}: no instance label"
         assert set(labels) <= ALLOWED_LABELS, f"{name}{labels}: unbounded label"
         assert user not in labels.values() and room not in labels.values(), f"{name}{labels}: per-user/room label"

@@ -22,10 +22,10 @@ import pytest
 from tests.support.timeouts import scaled
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-LEFT_OUT = ("nginx", "redis-sentinel", "chromium", "chromedriver", "promtool",
-            "docker-compose", "nft", "node")
+LEFT_OUT = ("nginx", "redis-sentinel", "chromium", "chromedriver", "promtool", "amtool",
+            "docker-compose", "nft", "node", "npm")
 PACKAGES = ("nginx", "redis-sentinel", "chromium", "chromium-driver", "prometheus",
-            "docker-compose", "nftables", "nodejs")
+            "prometheus-alertmanager", "docker-compose", "nftables", "nodejs")
 # The tests that start those programs (or a Sentinel topology).
 SELECTION = (
     "tests/failover",

@@ -14,6 +14,7 @@ import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -25,6 +26,8 @@ from tests.support.timeouts import scaled
 
 REPO = procs.REPO_ROOT
 COMPOSE = REPO / "docker-compose.sentinel.yml"
+COMPOSE_PRODUCTION = REPO / "docker-compose.production.yml"
+SENTINEL_PRODUCTION = REPO / "ops" / "sentinel" / "sentinel-production.conf"
 
 needs_redis = pytest.mark.skipif(
     not (shutil.which("redis-server") and shutil.which("redis-sentinel")),
@@ -61,15 +64,17 @@ needs_compose = pytest.mark.skipif(not shutil.which("docker-compose"),
 OPERATOR_ENV = {"JWT_SECRET": "s" * 32, "ALLOWED_ORIGINS": "https://chat.example.com"}
 
 
-def _compose_config(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def _compose_config(tmp_path: Path, env: dict[str, str], *args: str,
+                    files: tuple[Path, ...] = (COMPOSE,)) -> subprocess.CompletedProcess[str]:
     """``docker-compose config`` with exactly ``env`` as the operator's settings:
     none inherited from this process, an empty env file instead of a .env."""
     empty = tmp_path / "empty.env"
     empty.write_text("")
     base = {k: v for k, v in os.environ.items()
             if k not in ("AUTH_MODE", "JWT_SECRET", "ALLOWED_ORIGINS", "HTTP_PORT")}
-    return subprocess.run(["docker-compose", "-f", str(COMPOSE), "--env-file", str(empty),
-                           "config", *args], cwd=tmp_path, env=dict(base, **env),
+    named = [arg for f in files for arg in ("-f", str(f))]
+    return subprocess.run(["docker-compose", *named, "--env-file", str(empty), "config", *args],
+                          cwd=tmp_path, env=dict(base, **env),
                           capture_output=True, text=True, timeout=scaled(60))
 
 
@@ -79,7 +84,8 @@ def test_compose_file_is_valid(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     services = set(run.stdout.split())
     assert {"redis-master", "redis-replica", "sentinel1", "sentinel2", "sentinel3",
-            "app1", "app2", "app3", "nginx", "prometheus"} <= services
+            "app1", "app2", "app3", "nginx", "prometheus", "redis-exporter", "alertmanager",
+            "grafana"} <= services
     text = COMPOSE.read_text()
     for used in ("ops/redis/master.conf", "ops/redis/replica.conf", "ops/sentinel/sentinel.conf",
                  "ops/nginx/streamgate.conf", "ops/prometheus/prometheus.yml"):
@@ -109,6 +115,66 @@ def test_compose_runs_jwt_with_explicit_origins(tmp_path: Path) -> None:
         assert env["ALLOWED_ORIGINS"] == "https://chat.example.com"
     example = (REPO / ".env.example").read_text()
     assert "JWT_SECRET=" in example and "ALLOWED_ORIGINS=" in example
+
+
+def test_compose_wires_redis_exporter_and_alertmanager_into_prometheus() -> None:
+    """Every address Prometheus scrapes or alerts to is a compose service, and
+    the files the new services mount exist."""
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    prom = yaml.safe_load((REPO / "ops" / "prometheus" / "prometheus.yml").read_text())
+    alertmanagers = [t for am in prom["alerting"]["alertmanagers"]
+                     for sc in am["static_configs"] for t in sc["targets"]]
+    assert alertmanagers and all(t.split(":")[0] in services for t in alertmanagers)
+    jobs = {job["job_name"]: job for job in prom["scrape_configs"]}
+    redis_job = jobs["redis"]
+    (exporter,) = [r["replacement"] for r in redis_job["relabel_configs"]
+                   if r.get("target_label") == "__address__"]
+    assert exporter.split(":")[0] in services
+    assert "oliver006/redis_exporter" in services[exporter.split(":")[0]]["image"]
+    nodes = [t for sc in redis_job["static_configs"] for t in sc["targets"]]
+    assert {urlsplit(t).hostname for t in nodes} == {
+        name for name in services if name.startswith("redis-") and name != "redis-exporter"}
+    for name in ("alertmanager", "prometheus", "redis-exporter"):
+        for volume in services[name].get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (REPO / source).exists(), f"{name} mounts missing {source}"
+    assert "./ops/alertmanager/alertmanager.yml" in " ".join(services["alertmanager"]["volumes"])
+
+
+@needs_compose
+def test_production_override_swaps_in_the_production_sentinel_timings(tmp_path: Path) -> None:
+    run = _compose_config(tmp_path, OPERATOR_ENV, files=(COMPOSE, COMPOSE_PRODUCTION))
+    assert run.returncode == 0, run.stderr
+    services = yaml.safe_load(run.stdout)["services"]
+    for name in ("sentinel1", "sentinel2", "sentinel3"):
+        mounts = [v if isinstance(v, str) else f"{v['source']}:{v['target']}"
+                  for v in services[name]["volumes"]]
+        confs = [m for m in mounts if "/etc/streamgate/sentinel.conf" in m]
+        assert len(confs) == 1 and "sentinel-production.conf" in confs[0], (name, mounts)
+
+
+def _directives(path: Path) -> list[str]:
+    return [line for line in path.read_text().splitlines() if line and not line.startswith("#")]
+
+
+def test_production_sentinel_profile_differs_only_in_its_timings() -> None:
+    loopback = _directives(render.SENTINEL_CONF)
+    production = _directives(SENTINEL_PRODUCTION)
+    changed = {(a, b) for a, b in zip(loopback, production) if a != b}
+    assert len(loopback) == len(production)
+    assert changed == {
+        ("sentinel down-after-milliseconds mymaster 1000", "sentinel down-after-milliseconds mymaster 5000"),
+        ("sentinel failover-timeout mymaster 10000", "sentinel failover-timeout mymaster 60000"),
+    }
+
+
+@pytest.mark.skipif(not shutil.which("amtool"), reason="amtool (prometheus-alertmanager) not installed")
+def test_alertmanager_config_is_valid() -> None:
+    run = subprocess.run(["amtool", "check-config", str(REPO / "ops" / "alertmanager" / "alertmanager.yml")],
+                         capture_output=True, text=True, timeout=scaled(30))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "2 receivers" in run.stdout
 
 
 def test_dockerfile_runs_the_app_module() -> None:
@@ -335,6 +401,25 @@ def test_sentinel_conf_loads_with_the_documented_timings(
     # Sentinel rewrote its copy (its id), never the template.
     assert "sentinel myid" in (tmp_path / "s" / "sentinel.conf").read_text()
     assert "sentinel myid" not in render.SENTINEL_CONF.read_text()
+
+
+@needs_redis
+def test_production_sentinel_profile_loads_with_its_timings(tmp_path: Path, started: list[Proc]) -> None:
+    mport, sport = procs.free_ports(2)
+    master = procs.start_redis(mport, tmp_path / "m", wait=scaled(10))
+    started.append(master)
+    (tmp_path / "s").mkdir()
+    # start_sentinel runs an existing copy as is: seed it from the production profile.
+    (tmp_path / "s" / "sentinel.conf").write_text(
+        render.sentinel_conf(SENTINEL_PRODUCTION.read_text(), mport))
+    sentinel = procs.start_sentinel(sport, tmp_path / "s", mport, wait=scaled(10))
+    started.append(sentinel)
+    with probes.client(sport) as s:
+        m = s.sentinel_master("mymaster")
+    assert (m["ip"], m["port"], m["quorum"]) == ("127.0.0.1", mport, 2)
+    assert m["down-after-milliseconds"] == 5000
+    assert m["failover-timeout"] == 60000
+    assert m["parallel-syncs"] == 1
 
 
 @needs_redis

@@ -4,6 +4,7 @@
 // All user content goes into the page through textContent, never as HTML.
 
 import { StreamgateClient } from './streamgate.js';
+import { bodyJSON, bodyText } from './render.js';
 
 const USER_RE = /^[A-Za-z0-9_.:-]{1,64}$/;
 const ROOM_RE = /^[A-Za-z0-9_.:-]{1,128}$/;
@@ -115,7 +116,9 @@ function lineEl(l) {
   const time = el('time', null, fmtTime(l.ts));
   if (l.id) time.title = 'id ' + l.id;
   const from = el('span', 'from', l.kind === 'out' ? '→ ' + l.to : l.from);
-  const body = el('span', 'body', typeof l.body === 'string' ? l.body : JSON.stringify(l.body));
+  const body = el('span', 'body', bodyText(l.body));
+  const exact = bodyJSON(l.body);
+  if (exact !== null) body.title = exact;
   li.append(time, from, body);
   return li;
 }

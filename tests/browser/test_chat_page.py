@@ -384,3 +384,27 @@ def test_direct_messages_members_and_presence(chrome: Callable[[str], Any], depl
     assert alice.find("#room-title").text == f"@{a_name} (inbox)"
     for page in (alice, bob):
         assert page.js_errors() == [], f"{page.user}: script errors"
+
+
+def test_bodies_the_examples_send_read_as_chat_text(chrome: Callable[[str], Any], deployment: Deployment) -> None:
+    """{"text": ...} (the README's Python and browser examples) shows its text;
+    other values get a readable line, with the exact JSON as the tooltip."""
+    suffix = uuid.uuid4().hex[:8]
+    room = f"bodies-{suffix}"
+    page = ChatPage(chrome("alice"), deployment.url)
+    page.open(f"alice-{suffix}")
+    page.join(room)
+    page.show(room)
+    bodies: list[Any] = ["plain", {"text": "hello"}, {"n": 1, "tags": ["a", "b"]}, [1, "two"], 0, None]
+    http = httpx.Client(base_url=deployment.url, timeout=scaled(10))
+    try:
+        for body in bodies:
+            post(http, room, body)
+    finally:
+        http.close()
+    shown = ["plain", "hello", "n: 1, tags: [a, b]", "1, two", "0", "(empty)"]
+    page.wait(lambda d: [m["body"] for m in page.messages()] == shown, 10, "the rendered bodies")
+    titles = page.js("return Array.from(document.querySelectorAll('#messages li.msg .body'),"
+                     " (e) => e.title);")
+    assert titles == ["", '{"text":"hello"}', '{"n":1,"tags":["a","b"]}', '[1,"two"]', "0", "null"]
+    assert page.js_errors() == []

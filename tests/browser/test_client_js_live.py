@@ -1,6 +1,6 @@
 """The browser SDK (client/js) against a real instance behind the shipped nginx.
 
-node runs client/js/test/live.test.mjs: a token refreshed in band before it
+node runs tests/browser/sdk_refresh_live.mjs: a token refreshed in band before it
 expires keeps the connection, its room and its ids; presence and history
 answer over HTTP. Afterwards neither nginx's access log nor the instance's
 log may contain any token the SDK used (they travel in
@@ -23,7 +23,7 @@ from tests.support.programs import require
 from tests.support.timeouts import scaled
 from tests.support.tokens import SECRET
 
-SDK = Path(__file__).resolve().parents[2] / "client" / "js"
+HERE = Path(__file__).resolve().parent
 
 
 def _node_with_websocket() -> str:
@@ -51,8 +51,8 @@ def test_sdk_refreshes_in_band_and_keeps_tokens_out_of_the_logs(
         env = dict(os.environ, STREAMGATE_LIVE_URL=f"ws://127.0.0.1:{port}/ws",
                    STREAMGATE_LIVE_SECRET=SECRET, STREAMGATE_LIVE_TOKENS_OUT=str(tokens_out))
         done = subprocess.run([node, "--experimental-websocket", "--no-warnings", "--test",
-                               str(SDK / "test" / "live.test.mjs")],
-                              cwd=SDK, env=env, capture_output=True, text=True, timeout=scaled(90))
+                               str(HERE / "sdk_refresh_live.mjs")],
+                              cwd=HERE, env=env, capture_output=True, text=True, timeout=scaled(90))
     finally:
         procs.stop(proxy.pid, scaled(5), proxy.started)
     out = done.stdout + done.stderr

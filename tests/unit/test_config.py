@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from app.config import ConfigError, load_settings
 from streams.connection import RedisSettings
@@ -118,7 +119,7 @@ def test_outbox_bytes_default_to_one_mebibyte() -> None:
 
 def test_settings_are_frozen() -> None:
     s = load_settings({"AUTH_MODE": "none"})
-    with pytest.raises(AttributeError):
+    with pytest.raises(ValidationError, match="frozen"):
         s.port = 1  # type: ignore[misc]
 
 
@@ -258,3 +259,19 @@ def test_values_that_parse_but_cannot_work_are_refused_in_one_line(
 def test_min_replicas_zero_is_fine_without_replica_durability() -> None:
     assert load_settings({"AUTH_MODE": "none", "MIN_REPLICAS": "0"}).min_replicas == 0
 
+
+
+def test_secrets_stay_out_of_the_settings_repr() -> None:
+    s = load_settings({"JWT_SECRET": SECRET, "REDIS_PASSWORD": "redis-pw-123", "REDIS_SENTINEL_PASSWORD": "s-pw-456"})
+    assert s.jwt_secret == SECRET and s.redis.password == "redis-pw-123"
+    shown = repr(s)
+    assert SECRET not in shown and "redis-pw-123" not in shown and "s-pw-456" not in shown
+
+
+def test_every_setting_is_documented_with_its_variable_and_default() -> None:
+    from app.config import Settings, documented
+
+    rows = list(documented())
+    assert [name for name, _, _ in rows] == [str(f.validation_alias) for f in Settings.model_fields.values()]
+    assert all(name.isupper() and doc for name, _, doc in rows)
+    assert dict((name, default) for name, default, _ in rows)["OUTBOUND_BYTES"] == "1048576"

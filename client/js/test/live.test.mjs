@@ -1,86 +1,131 @@
-// The browser SDK against a real instance (behind nginx), under node:
+// The client against a real streamgate instance (node --test).
 //
-//   STREAMGATE_LIVE_URL=ws://127.0.0.1:8080/ws STREAMGATE_LIVE_SECRET=... \
-//     node --experimental-websocket --test test/live.test.mjs
+//   STREAMGATE_URL=ws://127.0.0.1:8000/ws node --test test/
 //
-// Skipped without those variables (or without a WebSocket in this node). The
-// server repository's tests/browser/test_client_js_live.py starts the
-// instance and nginx, runs this, and then checks that no token reached
-// nginx's access log or the instance's log (the tokens used are written to
-// STREAMGATE_LIVE_TOKENS_OUT).
-//
-// A token that expires 3 s after connecting is refreshed in band: the
-// connection outlives it with no reconnect and no second `joined`, and the
-// messages keep coming with continuous ids.
+// The instance must run with AUTH_MODE=none. Skipped without STREAMGATE_URL,
+// and without a global WebSocket (Node >= 22; Node 20 with
+// --experimental-websocket). The server repository's tests start a
+// redis-server and an instance and run this file against them
+// (tests/browser/test_client_unit.py).
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHmac, randomUUID } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
 
-import { StreamgateClient } from '../streamgate.js';
+import { StreamgateClient, compareIds } from 'streamgate-client';
 
-const URL_ = process.env.STREAMGATE_LIVE_URL;
-const SECRET = process.env.STREAMGATE_LIVE_SECRET;
-const skip = !URL_ || !SECRET ? 'STREAMGATE_LIVE_URL and STREAMGATE_LIVE_SECRET not set'
-  : typeof globalThis.WebSocket !== 'function' ? 'no WebSocket in this node (use --experimental-websocket)' : false;
-const LEEWAY_S = 5;   // the server's clock leeway for the expiry close
-const used = [];
+const URL_ = process.env.STREAMGATE_URL;
+const skip = !URL_ ? 'STREAMGATE_URL is not set (a running instance with AUTH_MODE=none)'
+  : typeof globalThis.WebSocket !== 'function' ? 'no global WebSocket (Node >= 22, or --experimental-websocket)'
+    : false;
+const DEADLINE_MS = Number(process.env.STREAMGATE_TEST_DEADLINE_MS || 15000);
 
-function sign(claims) {
-  const part = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
-  const head = `${part({ alg: 'HS256', typ: 'JWT' })}.${part(claims)}`;
-  const token = `${head}.${createHmac('sha256', SECRET).update(head).digest('base64url')}`;
-  used.push(token);
-  return token;
+const unique = (prefix) => `${prefix}-${process.pid}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+
+/** A Web Storage stand-in: resume points survive a client, as across page loads. */
+function memoryStorage() {
+  const items = new Map();
+  return {
+    getItem: (k) => (items.has(k) ? items.get(k) : null),
+    setItem: (k, v) => { items.set(k, String(v)); },
+    removeItem: (k) => { items.delete(k); },
+  };
 }
 
-async function until(predicate, what, timeout = 10000) {
-  const deadline = Date.now() + timeout;
-  for (;;) {
-    const v = predicate();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((ok) => setTimeout(ok, 10));
-  }
-}
-
-test('the token is refreshed in band and the room keeps flowing', { skip, timeout: 60000 }, async () => {
-  const tag = randomUUID().slice(0, 8);
-  const user = `js-${tag}`;
-  const room = `js-room-${tag}`;
-  const firstExp = Math.floor(Date.now() / 1000) + 3;
-  let asked = 0;
-  const sub = new StreamgateClient({
-    url: URL_, storage: null,
-    tokenProvider: () => sign({ sub: user, exp: asked++ === 0 ? firstExp : firstExp + 3600 }),
+/** Resolves once `predicate()` is true, checked on every event of `client`; rejects after the deadline. */
+function until(client, predicate, what) {
+  return new Promise((resolve, reject) => {
+    const types = ['message', 'joined', 'state', 'error'];
+    const check = () => {
+      if (!predicate()) return;
+      done();
+      resolve();
+    };
+    const timer = setTimeout(() => { done(); reject(new Error(`timed out waiting for ${what}`)); }, DEADLINE_MS);
+    const offs = types.map((t) => client.on(t, check));
+    function done() { clearTimeout(timer); offs.forEach((off) => off()); }
+    check();
   });
-  const pub = new StreamgateClient({ url: URL_, storage: null, token: sign({ sub: `pub-${tag}`, exp: firstExp + 3600 }) });
-  const seen = { message: [], joined: [], state: [], refreshed: [] };
-  for (const type of Object.keys(seen)) sub.on(type, (d) => seen[type].push(d));
-  try {
-    await sub.join(room, { since: '$' });
-    const sent = [await pub.publish(room, 'before')];
-    await until(() => seen.message.length === 1, 'the first message');
-    await until(() => seen.refreshed.length >= 1, 'the refresh', 6000);
-    assert.ok(seen.refreshed[0].exp >= firstExp + 3000);
-    // Past the first token's expiry and the server's leeway: still the same connection.
-    while (Date.now() / 1000 < firstExp + LEEWAY_S + 1) {
-      sent.push(await pub.publish(room, `n${sent.length}`));
-      await until(() => seen.message.length === sent.length, `message ${sent.length}`);
-      await new Promise((ok) => setTimeout(ok, 200));
-    }
-    assert.deepEqual(seen.message.map((m) => m.id), sent);
-    assert.equal(seen.joined.length, 1, 'joined once: no rejoin, no replay');
-    assert.deepEqual(seen.state.map((s) => s.state), ['connecting', 'open']);
+}
 
-    const latest = await sub.history(room, { before: '$', limit: 2 });
-    assert.deepEqual(latest.messages.map((m) => m.id), sent.slice(-2));
-    assert.ok((await sub.presence()).includes(user));
-    assert.ok((await sub.members(room)).includes(user));
+function open(options) {
+  return new StreamgateClient({ url: URL_, storage: null, backoffInitial: 100, ...options });
+}
+
+test('messages published by one client reach another once, in order, with the ids publish resolved', { skip }, async () => {
+  const room = unique('js-live');
+  const alice = open({ user: unique('alice') });
+  const bob = open({ user: unique('bob') });
+  const got = [];
+  alice.on('message', (m) => got.push(m));
+  try {
+    const joined = await alice.join(room, { since: '$' });
+    assert.equal(joined.room, room);
+    assert.equal(joined.recovered, true);
+
+    const sent = [];
+    for (let n = 0; n < 20; n++) sent.push(await bob.publish(room, { n, text: `hello ${n}` }));
+    await until(alice, () => got.length >= sent.length, `${sent.length} messages`);
+
+    assert.deepEqual(got.map((m) => m.id), sent);
+    assert.deepEqual(got.map((m) => m.body.n), [...sent.keys()]);
+    assert.ok(got.every((m) => m.room === room && m.from === bob.user && m.replayed === false));
+    for (let i = 1; i < sent.length; i++) assert.equal(compareIds(sent[i - 1], sent[i]), -1);
+    assert.equal(alice.lastId(room), sent.at(-1));
   } finally {
-    sub.close();
-    pub.close();
-    if (process.env.STREAMGATE_LIVE_TOKENS_OUT) writeFileSync(process.env.STREAMGATE_LIVE_TOKENS_OUT, used.join('\n'));
+    alice.close();
+    bob.close();
+  }
+});
+
+test('a new client with the same storage gets exactly the messages it missed', { skip }, async () => {
+  const room = unique('js-resume');
+  const user = unique('carol');
+  const storage = memoryStorage();
+  const writer = open({ user: unique('dave') });
+  const first = open({ user, storage });
+  let second = null;
+  try {
+    const seen = [];
+    first.on('message', (m) => seen.push(m.id));
+    await first.join(room, { since: '$' });
+    const before = [await writer.publish(room, 'one'), await writer.publish(room, 'two')];
+    await until(first, () => seen.length >= 2, 'the first two messages');
+    assert.deepEqual(seen, before);
+    first.close();
+
+    const missed = [];
+    for (let n = 0; n < 5; n++) missed.push(await writer.publish(room, `missed ${n}`));
+
+    second = open({ user, storage });
+    const got = [];
+    second.on('message', (m) => got.push(m));
+    const joined = await second.join(room); // from the stored resume point
+    assert.equal(joined.recovered, true);
+    await until(second, () => got.length >= missed.length, `${missed.length} missed messages`);
+    const live = await writer.publish(room, 'live');
+    await until(second, () => got.length >= missed.length + 1, 'the live message');
+
+    assert.deepEqual(got.map((m) => m.id), [...missed, live]); // nothing twice, nothing before the resume point
+    assert.ok(got.slice(0, missed.length).every((m) => m.replayed === true));
+    assert.equal(got.at(-1).replayed, false);
+  } finally {
+    first.close();
+    second?.close();
+    writer.close();
+  }
+});
+
+test('a refused join rejects with the server error and the client stays usable', { skip }, async () => {
+  const room = unique('js-refused');
+  const client = open({ user: unique('erin') });
+  try {
+    // Another user's inbox: the server answers forbidden.
+    await assert.rejects(client.join(`@${unique('frank')}`), (err) => err.code === 'forbidden');
+    await client.join(room, { since: '$' });
+    const id = await client.publish(room, 'still fine');
+    assert.match(id, /^\d+-\d+$/);
+    assert.equal(client.state, 'open');
+  } finally {
+    client.close();
   }
 });
