@@ -21,7 +21,7 @@ run: install
 # Installs the missing system programs when it can (root or sudo -n with
 # apt-get), else says in one line what to install; their tests then skip.
 system-deps:
-	./ops/system-deps.sh
+	./scripts/system-deps.sh
 
 test: install system-deps
 	$(BIN)/python -m pytest -q

@@ -5,7 +5,7 @@ docker-compose, nft or node are run by a pytest of their own, on a PATH made
 of links to every program of this machine except those. Each must pass or
 skip naming what is missing (never error), and no process whose command line
 or working directory lies in that run's temporary directory may outlive it.
-``ops/system-deps.sh --check`` on the same PATH says in one line what to
+``scripts/system-deps.sh --check`` on the same PATH says in one line what to
 install.
 """
 
@@ -101,7 +101,7 @@ def test_missing_programs_skip_with_the_reason_and_leave_nothing_running(tmp_pat
 def test_system_deps_check_says_in_one_line_what_to_install(tmp_path: Path) -> None:
     path = _path_without(tmp_path, LEFT_OUT)
     done = subprocess.run(
-        ["bash", str(REPO_ROOT / "ops" / "system-deps.sh"), "--check"],
+        ["bash", str(REPO_ROOT / "scripts" / "system-deps.sh"), "--check"],
         env=dict(os.environ, PATH=path), capture_output=True, text=True, timeout=scaled(30),
     )
     assert done.returncode == 0, done.stderr
@@ -117,7 +117,7 @@ def test_system_deps_strict_fails_when_it_cannot_install(tmp_path: Path) -> None
     default mode says what to install and succeeds."""
     path = _path_without(tmp_path, LEFT_OUT + ("apt-get", "sudo"))
     env = dict(os.environ, PATH=path)
-    script = str(REPO_ROOT / "ops" / "system-deps.sh")
+    script = str(REPO_ROOT / "scripts" / "system-deps.sh")
     strict = subprocess.run(["bash", script, "--strict"], env=env, capture_output=True,
                             text=True, timeout=scaled(30))
     assert strict.returncode == 1

@@ -6,9 +6,9 @@
 # Debian packages are installed. Otherwise one line says what to install and
 # the script succeeds: the tests that need a missing program skip, naming it.
 #
-#   ops/system-deps.sh            install what is missing if possible, else say so
-#   ops/system-deps.sh --check    only say what is missing (exit 0)
-#   ops/system-deps.sh --strict   install, and fail if anything is still missing (CI)
+#   scripts/system-deps.sh            install what is missing if possible, else say so
+#   scripts/system-deps.sh --check    only say what is missing (exit 0)
+#   scripts/system-deps.sh --strict   install, and fail if anything is still missing (CI)
 #
 # STREAMGATE_SYSTEM_DEPS=skip makes `make test` leave the system alone.
 set -euo pipefail
