@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     redis_sentinels: Sentinels = _env(
         "REDIS_SENTINELS", (), "host:port,...; when set, the master is found through Sentinel", shown="")
     redis_sentinel_master: str = _env("REDIS_SENTINEL_MASTER", "mymaster", "Sentinel master name")
+    redis_cluster_nodes: Sentinels = _env(
+        "REDIS_CLUSTER_NODES", (), "host:port,... seed nodes; when set, rooms are sharded over a Redis Cluster",
+        shown="")
     redis_sentinel_password: str | None = _env(
         "REDIS_SENTINEL_PASSWORD", None, "password for the sentinels themselves", repr=False)
     redis_username: str | None = _env("REDIS_USERNAME", None, "Redis ACL user")
@@ -145,6 +148,7 @@ class Settings(BaseSettings):
     def redis(self) -> RedisSettings:
         """The Redis layer's own settings (streams/ knows nothing of this model)."""
         return RedisSettings(url=self.redis_url, sentinels=self.redis_sentinels,
+                             cluster_nodes=self.redis_cluster_nodes,
                              master_name=self.redis_sentinel_master,
                              sentinel_password=self.redis_sentinel_password, username=self.redis_username,
                              password=self.redis_password, ssl_ca_file=self.redis_ca_file)
@@ -158,6 +162,11 @@ class Settings(BaseSettings):
     @classmethod
     def _sentinels(cls, value: Any) -> Any:
         return _sentinels(value) if isinstance(value, str) else value
+
+    @field_validator("redis_cluster_nodes", mode="before")
+    @classmethod
+    def _cluster_nodes(cls, value: Any) -> Any:
+        return _sentinels(value, "REDIS_CLUSTER_NODES") if isinstance(value, str) else value
 
     @field_validator("allowed_origins", mode="before")
     @classmethod
@@ -194,6 +203,10 @@ class Settings(BaseSettings):
              "MIN_REPLICAS must be >= 1 with DURABILITY=replica (0 would confirm nothing)"),
             (self.durability != "replica" or self.replica_ack_timeout_ms >= 1,
              "REPLICA_ACK_TIMEOUT_MS must be >= 1 with DURABILITY=replica"),
+            (not self.redis_cluster_nodes
+             or not (self.redis_sentinels or "redis_sentinel_master" in self.model_fields_set),
+             "REDIS_CLUSTER_NODES cannot be combined with REDIS_SENTINELS "
+             "or REDIS_SENTINEL_MASTER: choose Sentinel or Cluster"),
         ]
         for ok, message in rules:
             if not ok:
@@ -276,7 +289,7 @@ def _shown_default(field: FieldInfo) -> str:
     return str(default)
 
 
-def _sentinels(text: str) -> tuple[tuple[str, int], ...]:
+def _sentinels(text: str, name: str = "REDIS_SENTINELS") -> tuple[tuple[str, int], ...]:
     out = []
     for part in text.split(","):
         part = part.strip()
@@ -284,6 +297,6 @@ def _sentinels(text: str) -> tuple[tuple[str, int], ...]:
             continue
         host, _, port = part.rpartition(":")
         if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
-            raise ConfigError(f"REDIS_SENTINELS: expected host:port, got {part!r}")
+            raise ConfigError(f"{name}: expected host:port, got {part!r}")
         out.append((host, int(port)))
     return tuple(out)

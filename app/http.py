@@ -104,10 +104,12 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
     svc = _svc(request)
+    shards = svc.shards()
+    extra = {} if shards is None else {"shards": shards}
     if await svc.ready():
-        return JSONResponse({"status": "ready", "instance": svc.instance})
+        return JSONResponse({"status": "ready", "instance": svc.instance, **extra})
     reason = svc.not_ready_reason()
-    return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
+    return JSONResponse({"status": "not ready", "reason": reason, **extra}, status_code=503)
 
 
 @router.get("/metrics")

@@ -21,6 +21,7 @@ from streams.keys import Keys
 from streams.log import Appended, ReplicaAcks, RoomLog
 from streams.model import Envelope
 from streams.presence import Presence
+from streams.shardbus import ShardedBus
 from streams.retry import RetryPolicy, StorageUnavailable
 
 from .auth import Authenticator, Principal
@@ -39,6 +40,9 @@ STOP_REDIS_S = 1.5
 # One disconnect's presence clean-up; how many may run at once.
 PRESENCE_CLEANUP_S = 2.0
 MAX_CLEANUPS = 1000
+# In a Redis Cluster, the online set is split in this many buckets by user
+# (see streams/keys.py), so that the heartbeat spreads over the shards.
+PRESENCE_BUCKETS = 16
 
 
 class Forbidden(Exception):
@@ -51,8 +55,10 @@ class Service:
         self.instance = settings.instance_id
         self.metrics = Metrics(settings.instance_id)
         self.auth = Authenticator(settings)
-        self.keys = Keys(settings.key_prefix)
         self.redis = RedisConnector(settings.redis)
+        clustered = self.redis.clustered
+        self.keys = Keys(settings.key_prefix,
+                         presence_buckets=PRESENCE_BUCKETS if clustered else 1)
         self.redis.on_failover = self._master_moved
         budget = settings.retry_budget_s
         policy = RetryPolicy(budget, on_retry=self.metrics.retry, recover=self.redis.recover)
@@ -61,17 +67,29 @@ class Service:
             if settings.durability == "replica" else None
         )
         self.log = RoomLog(
-            self.redis.client, self.keys, settings.room_history_maxlen, policy, replica_acks=acks
+            self.redis.client, self.keys, settings.room_history_maxlen, policy, replica_acks=acks,
+            sharded=clustered, node_for=self.redis.node_client if clustered else None,
         )
         self.hub = Hub(
             self.log, subscribe_timeout_s=budget, on_gap_filled=self.metrics.gap_filled,
             on_handover=lambda env: self.metrics.handed_over(env.ts),
         )
-        self.bus = Bus(
-            self.redis.pubsub_connection, self.keys, self.instance,
-            on_entry=self.hub.on_entry, on_resync=self.hub.on_resync,
-            announce=self.redis.client.publish, observer=self.metrics,
-        )
+        self.bus: Bus | ShardedBus
+        if clustered:
+            self.bus = ShardedBus(
+                self.redis, self.keys, self.instance,
+                on_entry=self.hub.on_entry, on_resync=self.hub.on_resync,
+                announce=self.redis.client.spublish, observer=self.metrics,
+                # A room's slot has a new owner, which may lack entries the
+                # old one had (leader durability): cached pages go.
+                on_moved=self.hub.forget_pages,
+            )
+        else:
+            self.bus = Bus(
+                self.redis.pubsub_connection, self.keys, self.instance,
+                on_entry=self.hub.on_entry, on_resync=self.hub.on_resync,
+                announce=self.redis.client.publish, observer=self.metrics,
+            )
         self.hub.bind(self.bus)
         self.presence = Presence(self.redis.client, self.keys, self.instance,
                                  settings.presence_ttl_s, policy)
@@ -139,7 +157,7 @@ class Service:
             return False
         try:
             async with asyncio.timeout(1.0):
-                await self.redis.client.ping()
+                await self.redis.ping()
             return True
         except Exception:
             return False
@@ -207,6 +225,10 @@ class Service:
         if not who.may_join(room):
             raise Forbidden(room)
         await self.log.ack(room, who.user, sid)
+
+    def shards(self) -> dict[str, dict[str, object]] | None:
+        """Cluster mode: each master's Pub/Sub link health, for /readyz."""
+        return self.bus.shards() if isinstance(self.bus, ShardedBus) else None
 
     def not_ready_reason(self) -> str:
         if self.draining:

@@ -25,10 +25,12 @@ if [ "${STREAMGATE_SYSTEM_DEPS:-}" = "skip" ] && [ "$mode" = install ]; then
 fi
 
 # program:Debian package. redis-server is needed by nearly every test; the
-# others by the failover, proxy, browser, ops and network-fault tests.
+# others by the failover, Redis Cluster (redis-cli forms it), proxy,
+# browser, ops and network-fault tests.
 wanted=(
   redis-server:redis-server
   redis-sentinel:redis-sentinel
+  redis-cli:redis-tools
   nginx:nginx
   nft:nftables
   ip:iproute2

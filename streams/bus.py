@@ -20,6 +20,14 @@ Contract:
   publishes a nonce on its own channel through the command connection and
   expects it back here; when it does not come back in time the connection
   is replaced and every room caught up, and the bus reports unhealthy.
+
+In a Redis Cluster one ``Bus`` is one shard's link (``sharded=True``): it
+speaks ``SSUBSCRIBE`` (one channel per command, as a cluster requires) and
+hears ``smessage``; its canary channel hashes to a slot of its own node.
+When the node stops serving a channel's slot (a migration, a failover), it
+says so, with ``sunsubscribe`` or a ``MOVED`` error to the subscribe; the
+bus then drops the channel and calls ``on_lost(room)``, and
+:mod:`streams.shardbus` subscribes the room at its new owner.
 """
 
 from __future__ import annotations
@@ -30,7 +38,9 @@ import random
 import uuid
 from collections.abc import Awaitable, Callable
 
+from redis import exceptions as rex
 from redis.asyncio.connection import AbstractConnection
+from redis.crc import key_slot
 
 from .bounded import cancel_and_wait
 from .keys import Keys
@@ -40,6 +50,10 @@ from .observer import NullObserver, Observer
 from .retry import StorageUnavailable
 
 log = logging.getLogger("streamgate.bus")
+
+
+class SlotMoved(StorageUnavailable):
+    """The node does not serve the channel's slot (any more)."""
 
 
 class _Link:
@@ -89,14 +103,22 @@ class Bus:
         observer: Observer | None = None,
         ping_interval_s: float = 1.0,
         canary_interval_s: float = 2.0,
+        *,
+        sharded: bool = False,
+        canary: str | None = None,
+        on_lost: Callable[[str], None] = lambda room: None,
     ) -> None:
         self._connect = connect
+        self._sharded = sharded
+        self._sub, self._unsub = (("SSUBSCRIBE", "SUNSUBSCRIBE") if sharded
+                                  else ("SUBSCRIBE", "UNSUBSCRIBE"))
+        self._on_lost = on_lost
         self._keys = keys
         self._on_entry = on_entry
         self._on_resync = on_resync
         self._observer = observer or NullObserver()
         self._ping_interval = ping_interval_s
-        self._canary = keys.canary(instance)
+        self._canary = canary or keys.canary(instance)
         self._wanted: set[str] = set()
         self._ever: set[str] = set()
         self._link: _Link | None = None
@@ -109,6 +131,10 @@ class Bus:
         self._canaries: set[asyncio.Task[None]] = set()
         self._stopping = False
         self.reconnects = 0
+
+    @property
+    def canary(self) -> str:
+        return self._canary
 
     @property
     def healthy(self) -> bool:
@@ -151,12 +177,15 @@ class Bus:
                     assert link is not None
                     fut = loop.create_future()
                     link.pending.setdefault(channel, []).append(fut)
-                    await link.send("SUBSCRIBE", channel)
+                    await link.send(self._sub, channel)
                     await fut
                     self._ever.add(channel)
                     return
             except TimeoutError:
                 raise StorageUnavailable("Pub/Sub subscription not confirmed in time") from None
+            except SlotMoved:
+                self._wanted.discard(channel)
+                raise
             except (StorageUnavailable, ConnectionError, OSError):
                 # The link broke under us; the run loop is rebuilding it.
                 await asyncio.sleep(0.05)
@@ -178,7 +207,7 @@ class Bus:
         fut = asyncio.get_running_loop().create_future()
         link.pending.setdefault(channel, []).append(fut)
         try:
-            await link.send("UNSUBSCRIBE", channel)
+            await link.send(self._unsub, channel)
         except Exception:  # the run loop notices the broken link
             return
 
@@ -192,7 +221,11 @@ class Bus:
                 await conn.connect()
                 link = _Link(conn)
                 channels = [self._canary, *sorted(self._wanted)]
-                await link.send("SUBSCRIBE", *channels)
+                if self._sharded:  # a cluster takes one slot per SSUBSCRIBE
+                    for channel in channels:
+                        await link.send(self._sub, channel)
+                else:
+                    await link.send(self._sub, *channels)
                 self._link = link
                 pinger = asyncio.create_task(self._watch(link))
                 await self._read(link)
@@ -250,9 +283,10 @@ class Bus:
                 await self._announce(self._canary, nonce)
                 await fut
             self._canary_ok = True
-        except Exception:
+        except Exception as exc:
             if self._link is link:
-                log.warning("pubsub canary did not come back: rebuilding the subscription")
+                log.warning("pubsub canary did not come back (%s): rebuilding the subscription",
+                            exc or type(exc).__name__)
                 self._canary_ok = False
                 self._observer.canary_missed()
                 await link.close()
@@ -262,16 +296,37 @@ class Bus:
     async def _read(self, link: _Link) -> None:
         read_timeout = self._ping_interval * 3
         while True:
-            reply = await link.conn.read_response(timeout=read_timeout)
+            try:
+                reply = await link.conn.read_response(timeout=read_timeout)
+            except rex.ResponseError as exc:
+                if not self._sharded:
+                    raise  # one Redis: the run loop rebuilds the link
+                self._refused(link, exc)  # a subscribe this node refused
+                continue
             if not isinstance(reply, list) or not reply:
                 continue
             kind = reply[0]
-            if kind == b"message":
+            if kind in (b"message", b"smessage"):
                 self._deliver(reply[1], reply[2])
-            elif kind == b"subscribe":
+            elif kind in (b"subscribe", b"ssubscribe"):
                 self._confirmed(link, reply[1].decode(), subscribed=True)
-            elif kind == b"unsubscribe":
+            elif kind in (b"unsubscribe", b"sunsubscribe"):
                 self._confirmed(link, reply[1].decode(), subscribed=False)
+
+    def _refused(self, link: _Link, exc: rex.ResponseError) -> None:
+        """``MOVED <slot> ...`` (or CLUSTERDOWN...) to an SSUBSCRIBE: every
+        channel of that slot waiting here is not this node's any more."""
+        parts = str(exc).split()
+        slot = int(parts[1]) if len(parts) > 1 and parts[0] in ("MOVED", "ASK") else None
+        log.warning("pubsub subscribe refused: %s", exc)
+        for channel in [*link.pending, *self._wanted]:
+            if slot is not None and key_slot(channel.encode()) != slot:
+                continue
+            futures = link.pending.pop(channel, [])
+            for fut in futures:
+                if not fut.done():
+                    fut.set_exception(SlotMoved(channel))
+            self._lose(channel)
 
     def _deliver(self, channel: bytes, payload: bytes) -> None:
         name = channel.decode()
@@ -290,11 +345,24 @@ class Bus:
             return
         self._on_entry(env)
 
+    def _lose(self, channel: str) -> None:
+        """This node no longer serves ``channel`` (sharded links only)."""
+        room = self._keys.room_of_channel(channel)
+        if room is None or channel not in self._wanted:
+            return
+        self._wanted.discard(channel)
+        self._ever.discard(channel)
+        self._on_lost(room)
+
     def _confirmed(self, link: _Link, channel: str, subscribed: bool) -> None:
         if subscribed:
             link.active.add(channel)
         else:
             link.active.discard(channel)
+            if self._sharded and not link.pending.get(channel):
+                # Nobody asked: the node gave the channel's slot away.
+                self._lose(channel)
+                return
         futures = link.pending.get(channel)
         if futures:
             fut = futures.pop(0)

@@ -21,18 +21,50 @@ Layout (``P`` is the configured prefix, default ``sg``; ``R`` a room name)::
     P:canary:<instance>  CHANNEL an instance's Pub/Sub self-check
 
 Every key of a room carries the hash tag ``{R}`` so that a Redis Cluster
-would keep a room, its idempotency records, its epoch and its cursors on one
-shard, which the scripts need (they touch several of them atomically).
+keeps a room, its idempotency records, its epoch, its watermark, its cursors
+and its notification channel on one shard, in one slot, which the scripts
+need (they touch several of them atomically, and notify with ``SPUBLISH``
+on the room's channel, which must hash to the same slot).
+
+In a Redis Cluster (``Keys(prefix, presence_buckets=N)``, N > 1) nothing that
+spans rooms may become one hot key on one shard:
+
+- Rooms spread by slot: a room is the unit of order, so it lives on one
+  shard, and a shard carries its share of rooms. Direct messages and
+  ``@all`` are rooms like the others (``@all`` is one stream by contract:
+  one order for every broadcast; it is written rarely, read through
+  Pub/Sub fan-out on its one shard).
+- Cursors are per room (a hash in the room's slot), so per-user state spreads
+  with the rooms.
+- Who is online is split over N buckets by a hash of the user::
+
+      P:presence:{P:p<k>}   ZSET  k = crc32(user) % N
+
+  so the heartbeat's writes and the users listing spread over the shards
+  (the tags ``P:p0`` .. land on different slots), and a user is always in
+  one bucket.
+- The canary is per Pub/Sub link: each link to a master listens on a
+  channel whose tag hashes to a slot that master owns::
+
+      P:canary:{P:c<t>}:<instance>   SHARD CHANNEL  t picked per master
+
+  so each shard carries its own instances' canaries, and a canary that comes
+  back proves that one link.
+
+With one bucket (single Redis, Sentinel) the names are the ones above.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
 class Keys:
     prefix: str = "sg"
+    # >1 in a Redis Cluster: how many shards of the online set there are.
+    presence_buckets: int = 1
 
     def log(self, room: str) -> str:
         return f"{self.prefix}:{{{room}}}:log"
@@ -62,11 +94,27 @@ class Keys:
     def channel(self, room: str) -> str:
         return f"{self.prefix}:{{{room}}}:live"
 
-    def presence(self) -> str:
-        return f"{self.prefix}:presence"
+    def presence(self, user: str = "") -> str:
+        """The online set that holds ``user`` (the only one without buckets)."""
+        if self.presence_buckets <= 1:
+            return f"{self.prefix}:presence"
+        bucket = zlib.crc32(user.encode()) % self.presence_buckets
+        return self._bucket(bucket)
 
-    def canary(self, instance: str) -> str:
-        return f"{self.prefix}:canary:{instance}"
+    def _bucket(self, k: int) -> str:
+        return f"{self.prefix}:presence:{{{self.prefix}:p{k}}}"
+
+    def presence_all(self) -> list[str]:
+        """Every online set, to list who is online."""
+        if self.presence_buckets <= 1:
+            return [self.presence()]
+        return [self._bucket(k) for k in range(self.presence_buckets)]
+
+    def canary(self, instance: str, tag: str | None = None) -> str:
+        """An instance's canary channel; ``tag`` (cluster mode) pins its slot."""
+        if tag is None:
+            return f"{self.prefix}:canary:{instance}"
+        return f"{self.prefix}:canary:{{{self.prefix}:c{tag}}}:{instance}"
 
     def room_of_channel(self, channel: str) -> str | None:
         """Invert :meth:`channel`; None for channels that are not room channels."""

@@ -29,6 +29,7 @@ import itertools
 import secrets
 from typing import Any
 import uuid
+from collections.abc import Callable
 from importlib import resources
 
 from redis.asyncio import Redis
@@ -47,8 +48,10 @@ IDEMPOTENCY_TTL_S = 24 * 3600
 INTERNAL_ID_TTL_S = 120
 
 
-def _script(name: str) -> str:
-    return resources.files(__package__).joinpath("lua", name).read_text()
+def _script(name: str, sharded: bool = False) -> str:
+    """A script's text; ``sharded``: notifications go out by ``SPUBLISH``."""
+    text = resources.files(__package__).joinpath("lua", name).read_text()
+    return text.replace("'PUBLISH'", "'SPUBLISH'") if sharded else text
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,16 +105,22 @@ class RoomLog:
         maxlen: int,
         policy: RetryPolicy,
         replica_acks: ReplicaAcks | None = None,
+        *,
+        sharded: bool = False,
+        node_for: Callable[[str], Redis] | None = None,
     ) -> None:
         self._redis = redis
+        # The client whose connection goes to the node that owns a key
+        # (cluster mode); the one client otherwise.
+        self._node_for: Callable[[str], Redis] = node_for or (lambda _key: redis)
         self._keys = keys
         self._maxlen = maxlen
         self._policy = policy
         self._acks = replica_acks
-        self._append = redis.register_script(_script("append.lua"))
-        self._batch = ScriptBatcher(redis, _script("append.lua"), policy)
+        self._append = redis.register_script(_script("append.lua", sharded))
+        self._batch = ScriptBatcher(redis, _script("append.lua", sharded), policy)
         self._tokens = _Tokens()
-        self._confirm = redis.register_script(_script("confirm.lua"))
+        self._confirm = redis.register_script(_script("confirm.lua", sharded))
         self._read = redis.register_script(_script("read.lua"))
         self._ack = redis.register_script(_script("ack.lua"))
         bounds = _script("bounds.lua")
@@ -152,7 +161,7 @@ class RoomLog:
         args = [self._maxlen, sender, body_json, cid, ttl, "", token, "0"]
 
         async def call() -> Appended:
-            async with self._redis.pipeline(transaction=False) as pipe:
+            async with self._node_for(keys[0]).pipeline(transaction=False) as pipe:
                 await self._append(keys=keys, args=args, client=pipe)
                 args[-1] = "1"  # a later attempt is a retry: check the record
                 pipe.execute_command("WAIT", acks.replicas, acks.timeout_ms)
@@ -170,7 +179,7 @@ class RoomLog:
         watermark, so an entry anyone was told of must not be past it."""
         k = self._keys
         confirm_keys = [k.log(room), k.confirmed(room)]
-        async with self._redis.pipeline(transaction=False) as pipe:
+        async with self._node_for(confirm_keys[0]).pipeline(transaction=False) as pipe:
             await self._confirm(keys=confirm_keys, args=[sid, "", "set"], client=pipe)
             pipe.execute_command("WAIT", acks.replicas, acks.timeout_ms)
             _, acked = await pipe.execute()

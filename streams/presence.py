@@ -6,6 +6,10 @@ the last local session of that user goes, and re-scores all of its own
 entries on a heartbeat. A crashed instance stops refreshing, so its users
 drop out within ``ttl_s`` without anyone cleaning up after it; readers ignore
 expired scores and prune them.
+
+The online set may be split in buckets by user (``Keys.presence_buckets``,
+in a Redis Cluster, so that it spreads over the shards): a user's entries
+are always in the bucket ``Keys.presence(user)``; listing reads them all.
 """
 
 from __future__ import annotations
@@ -31,10 +35,10 @@ class Presence:
         return time.time() + self._ttl
 
     async def online(self, user: str) -> None:
-        await self._add(self._keys.presence(), [user])
+        await self._add(self._keys.presence(user), [user])
 
     async def offline(self, user: str) -> None:
-        await self._remove(self._keys.presence(), user)
+        await self._remove(self._keys.presence(user), user)
 
     async def joined(self, room: str, user: str) -> None:
         await self._add(self._keys.members(room), [user])
@@ -48,7 +52,7 @@ class Presence:
         member = presence_member(user, self._instance)
         keys = [self._keys.members(room) for room in rooms]
         if offline:
-            keys.append(self._keys.presence())
+            keys.append(self._keys.presence(user))
         if not keys:
             return
 
@@ -69,10 +73,12 @@ class Presence:
 
         async def call() -> None:
             async with self._redis.pipeline(transaction=False) as pipe:
-                mapping = {presence_member(u, inst): expiry for u in users}
-                if mapping:
-                    pipe.zadd(self._keys.presence(), mapping)
-                    pipe.expire(self._keys.presence(), keep)
+                online: dict[str, dict[str, float]] = {}
+                for u in users:
+                    online.setdefault(self._keys.presence(u), {})[presence_member(u, inst)] = expiry
+                for key, mapping in online.items():
+                    pipe.zadd(key, mapping)
+                    pipe.expire(key, keep)
                 for room, members in rooms.items():
                     m = {presence_member(u, inst): expiry for u in members}
                     if m:
@@ -85,7 +91,10 @@ class Presence:
         await self._policy.run(call)
 
     async def users(self) -> list[str]:
-        return await self._live(self._keys.presence())
+        found: set[str] = set()
+        for key in self._keys.presence_all():
+            found.update(await self._live(key))
+        return sorted(found)
 
     async def members(self, room: str) -> list[str]:
         return await self._live(self._keys.members(room))

@@ -5,7 +5,8 @@ redis-py's own retry is turned off on every client we build (see
 connection that reconnects silently loses the messages published during the
 gap. Here, a call that fails for a reason a failover explains (connection
 refused or reset, timeout, ``READONLY`` from a demoted master, ``LOADING``
-from a restarting one, ``NOREPLICAS`` from a master that lost its replicas)
+from a restarting one, ``NOREPLICAS`` from a master that lost its replicas,
+``CLUSTERDOWN``/``MOVED``/``ASK`` from a cluster whose slot map changed)
 is retried with exponential backoff and jitter until a time budget runs out.
 Then the caller gets :class:`StorageUnavailable`, which the service turns
 into an ``unavailable`` answer: never a hang, never a crash.
@@ -30,7 +31,14 @@ from tenacity import (
 T = TypeVar("T")
 log = logging.getLogger("streamgate.redis")
 
-_TRANSIENT_PREFIXES = ("READONLY", "LOADING", "NOREPLICAS", "MASTERDOWN", "TRYAGAIN")
+# CLUSTERDOWN, MOVED and ASK come from a Redis Cluster during a failover or
+# a slot migration: the slot map is refreshed (RetryPolicy.recover) and the
+# call tried again at the slot's new owner.
+_TRANSIENT_PREFIXES = ("READONLY", "LOADING", "NOREPLICAS", "MASTERDOWN", "TRYAGAIN",
+                       "CLUSTERDOWN", "MOVED", "ASK")
+# Raised by the cluster client itself: no node known for a slot (yet).
+_CLUSTER_TRANSIENT = (rex.ClusterDownError, rex.TryAgainError, rex.AskError,
+                      rex.SlotNotCoveredError, rex.MasterDownError)
 
 
 class StorageUnavailable(Exception):
@@ -40,7 +48,8 @@ class StorageUnavailable(Exception):
 def is_transient(exc: BaseException) -> bool:
     """True for errors that a failover or restart explains and that may pass."""
     if isinstance(exc, (rex.ConnectionError, rex.TimeoutError, rex.BusyLoadingError,
-                        rex.ReadOnlyError, TimeoutError, ConnectionError, OSError)):
+                        rex.ReadOnlyError, TimeoutError, ConnectionError, OSError,
+                        *_CLUSTER_TRANSIENT)):
         return True
     if isinstance(exc, rex.ResponseError):
         return str(exc).startswith(_TRANSIENT_PREFIXES)

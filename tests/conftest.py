@@ -184,3 +184,37 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if touched:
             pid = inst.proc.pid if inst.proc else "?"
             report.sections.append((f"log of instance {inst.name} (pid {pid})", inst.log_tail(40)))
+
+
+# -- a real Redis Cluster (3 masters, 3 replicas) ---------------------------------
+
+
+def _start_redis_cluster(root: Path) -> Any:
+    from ops.redis_cluster import LocalCluster
+    from tests.support.programs import require
+    from tests.support.timeouts import scaled
+
+    require("redis-server", "redis-cli")
+    return LocalCluster(root).start(timeout=scaled(60))
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A shared cluster for tests that only read and write: nobody kills,
+    freezes or reshards it (those use ``own_redis_cluster``)."""
+    cluster = _start_redis_cluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def own_redis_cluster(tmp_path: Path) -> Iterator[Any]:
+    """A cluster of the test's own, which it may kill, restart or reshard:
+    every node is stopped by pid afterwards, frozen ones included."""
+    cluster = _start_redis_cluster(tmp_path / "redis-cluster")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -275,3 +275,21 @@ def test_every_setting_is_documented_with_its_variable_and_default() -> None:
     assert [name for name, _, _ in rows] == [str(f.validation_alias) for f in Settings.model_fields.values()]
     assert all(name.isupper() and doc for name, _, doc in rows)
     assert dict((name, default) for name, default, _ in rows)["OUTBOUND_BYTES"] == "1048576"
+
+
+def test_cluster_nodes_select_cluster_mode() -> None:
+    s = load_settings({"AUTH_MODE": "none", "REDIS_CLUSTER_NODES": "10.0.0.1:7000, 10.0.0.2:7001"})
+    assert s.redis.cluster_nodes == (("10.0.0.1", 7000), ("10.0.0.2", 7001))
+    assert load_settings({"AUTH_MODE": "none"}).redis.cluster_nodes == ()
+
+
+@pytest.mark.parametrize("extra", [{"REDIS_SENTINELS": "127.0.0.1:26379"},
+                                   {"REDIS_SENTINEL_MASTER": "mymaster"}])
+def test_cluster_and_sentinel_are_refused_together(extra: dict[str, str]) -> None:
+    with pytest.raises(ConfigError, match="REDIS_CLUSTER_NODES"):
+        load_settings({"AUTH_MODE": "none", "REDIS_CLUSTER_NODES": "127.0.0.1:7000", **extra})
+
+
+def test_bad_cluster_node_is_refused() -> None:
+    with pytest.raises(ConfigError, match="REDIS_CLUSTER_NODES: expected host:port"):
+        load_settings({"AUTH_MODE": "none", "REDIS_CLUSTER_NODES": "127.0.0.1"})
