@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps run test fuzz bench membench cluster cluster-down cluster-status clean
+.PHONY: install system-deps run test test-asgi fuzz bench membench cluster cluster-down cluster-status clean
 
 install: $(STAMP)
 
@@ -26,13 +26,25 @@ system-deps:
 test: install system-deps
 	$(BIN)/python -m pytest -q
 
+# The WebSocket-facing tests again with /ws served through the ASGI app, as by
+# a plain `uvicorn app.main:app` (make test serves it with app.lean, as
+# `python -m app` does; tests/test_ws_paths.py runs the essentials on both).
+WS_TESTS := tests/test_rooms.py tests/test_replay.py tests/test_slow_consumer.py \
+	tests/test_drain.py tests/test_auth.py tests/test_pipelined_publish.py \
+	tests/test_idle_tasks.py tests/test_catch_up_memory.py tests/test_catch_up_order.py \
+	tests/test_presence.py tests/hostile
+test-asgi: install
+	STREAMGATE_TEST_WS=asgi $(BIN)/python -m pytest -q $(WS_TESTS)
+
 # The model-based and fuzzing tests, run long (make test runs them briefly).
 fuzz: install
 	STREAMGATE_FUZZ_EXAMPLES=$${STREAMGATE_FUZZ_EXAMPLES:-5000} $(BIN)/python -m pytest -q \
 		--timeout=0 tests/unit/test_chain_model.py tests/unit/test_feed_model.py
 
+# CLUSTER_ARGS passes options to `ops.cluster up`, e.g. CLUSTER_ARGS="--redis cluster"
+# for a 3-shard Redis Cluster instead of Sentinel.
 cluster: install
-	$(BIN)/python -m ops.cluster up
+	$(BIN)/python -m ops.cluster up $(CLUSTER_ARGS)
 
 cluster-down: install
 	$(BIN)/python -m ops.cluster down
@@ -48,6 +60,13 @@ clean:
 bench: install
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m ops.bench $(BENCH_ARGS)
+
+# One Redis against a 3-shard Redis Cluster, the same fan-out scenario
+# (docs/benchmarks.md), about 4 minutes. BENCH_ARGS as above, e.g. "--rate 600".
+.PHONY: bench-cluster
+bench-cluster: install
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python -m ops.bench_cluster $(BENCH_ARGS)
 
 # Memory held for sockets that never read (docs/benchmarks.md), about 2 minutes.
 # MEMBENCH_ARGS passes options to ops.membench, e.g. MEMBENCH_ARGS="--phases one".

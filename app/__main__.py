@@ -17,6 +17,7 @@ from .config import ConfigError, load_settings
 from .logs import configure as configure_logs
 
 SHUTDOWN_TASKS_S = 2
+LEAN_WS = "app.lean:LeanWebSocket"
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "streamgate serve") -> None:
@@ -45,10 +46,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "streamgate serve") -> N
         # far over it, the server closes with 1009 before buffering them.
         ws_max_size=4 * s.max_frame_bytes,
         log_config=None,
-        # Measured the cheapest per delivery of uvicorn's three (see
-        # docs/benchmarks.md); pinned so a change of its default cannot
-        # silently change ours.
-        ws="websockets-sansio",
+        # /ws on streamgate's own protocol class (app/lean.py, measured in
+        # docs/benchmarks.md); any other WebSocket path on uvicorn's
+        # websockets-sansio through the ASGI app.
+        ws=LEAN_WS,
         # A negotiated permessage-deflate costs each socket a zlib compressor
         # and decompressor with full windows, ~47 KiB, more than the rest of
         # an idle socket (docs/benchmarks.md), while the frames that make the

@@ -29,6 +29,7 @@ from streams.bus import Bus
 from streams.chain import Phase, RoomChain, Step
 from streams.log import RoomLog
 from streams.model import MAX, ZERO, Envelope, StreamId, format_id, parse_id
+from streams.presence import part_of
 from streams.retry import StorageUnavailable
 
 from . import pages
@@ -205,9 +206,11 @@ class Hub:
         r = self._rooms.get(room)
         return r.chain.head if r is not None else ZERO
 
-    def rooms(self) -> dict[str, set[str]]:
-        """Local rooms and the users in them (for presence refresh)."""
-        return {name: {m.user for m in r.members} for name, r in self._rooms.items()}
+    def rooms(self, part: int = 0, parts: int = 1) -> dict[str, set[str]]:
+        """Local rooms and the users in them (for presence refresh); only the
+        rooms of heartbeat tick ``part`` of ``parts`` (see ``part_of``)."""
+        return {name: {m.user for m in r.members} for name, r in self._rooms.items()
+                if parts <= 1 or part_of(name, parts) == part}
 
     def has_user(self, room: str, user: str) -> bool:
         r = self._rooms.get(room)

@@ -23,7 +23,8 @@ from .http import router as http_router
 from .httpcount import HTTPCounter
 from .service import Service
 from .static import SDK_FILES, STATIC_DIR, sdk_dir
-from . import ws
+from . import asgi_socket
+from .admission import SERVICE_KEY
 from .tutorial import router as tutorial_router
 
 WS_PATH = "/ws"
@@ -42,7 +43,7 @@ class StreamGate(FastAPI):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and _route_path(scope) == WS_PATH:
             scope["app"] = self
-            await ws.serve(scope, receive, send)
+            await asgi_socket.serve(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
 
@@ -58,7 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure_logs(settings.instance_id, settings.log_format)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Service]]:
         service = Service(settings)
         app.state.service = service
         # Whatever started is stopped, even if a later start-up step fails;
@@ -66,7 +67,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             await service.start()
             Drainer(service, settings.drain_grace_s, settings.drain_timeout_s).install()
-            yield
+            # Lifespan state: how the server's protocol class for /ws
+            # (app.lean) finds the service, the ASGI way.
+            yield {SERVICE_KEY: service}
         finally:
             service.draining = True
             await service.stop()

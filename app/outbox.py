@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable
 
 from .pages import Page
 from .protocol import wire_text_frame
+from .socket import FrameWriter
 
 log = logging.getLogger("streamgate.outbox")
 
@@ -95,7 +96,7 @@ class Outbox:
 
     __slots__ = ("_send", "_limit", "_max_bytes", "_bytes", "_low_water", "_hard",
                  "_stall_timeout", "_queue", "_space", "_drained", "_writing",
-                 "_send_started", "sent", "raw", "_server_protocol", "_writer",
+                 "_send_started", "sent", "raw", "_writer",
                  "_closed", "_on_error")
 
     def __init__(
@@ -121,19 +122,17 @@ class Outbox:
         self._writing = False
         self._send_started = 0.0
         self.sent = 0
-        # The socket's transport (when the server exposes it, see rawsocket.py)
-        # for direct writes of shared, pre-encoded frames; never once the
-        # server has sent its close frame (uvicorn's protocol says so).
-        self.raw: asyncio.WriteTransport | None = None
-        self._server_protocol: object = None
+        # Direct writes of shared, pre-encoded frames, when the server offers
+        # them (see app/socket.py); never once it is closing.
+        self.raw: FrameWriter | None = None
         self._writer: asyncio.Task[None] | None = None
         self._closed = False
         self._on_error = on_error
 
-    def attach(self, transport: asyncio.WriteTransport | None) -> None:
-        """Enable direct writes to this socket's transport (looked up once)."""
-        self.raw = transport
-        self._server_protocol = transport.get_protocol() if transport is not None else None
+    def attach(self, writer: FrameWriter | None) -> None:
+        """Enable direct writes of whole frames to this socket (None: every
+        frame goes through ``send``)."""
+        self.raw = writer
 
     @property
     def writer(self) -> asyncio.Task[None] | None:
@@ -181,16 +180,12 @@ class Outbox:
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(self._write(), name="ws-write")
 
-    def _direct(self) -> asyncio.WriteTransport | None:
-        """The transport, when a frame may be written to it right now: nothing
-        queued or in flight (order), its buffer under the high-water mark,
-        and no close frame sent."""
+    def _direct(self, data: bytes) -> bool:
+        """Write a whole frame straight to the socket, if nothing is queued
+        or in flight (order) and the writer takes it now (not closing, its
+        buffer under the high-water mark)."""
         raw = self.raw
-        if (raw is not None and not self._queue and not self._writing
-                and raw.get_write_buffer_size() < RAW_HIGH_WATER and not raw.is_closing()
-                and not getattr(self._server_protocol, "close_sent", False)):
-            return raw
-        return None
+        return raw is not None and not self._queue and not self._writing and raw.offer(data)
 
     def offer(self, frame: str, wire: bytes | None = None) -> bool:
         """Queue a message frame if there is room; never waits. With nothing
@@ -198,12 +193,12 @@ class Outbox:
         shared pre-encoded frame goes straight to the transport."""
         if self._closed:
             return False
-        if wire is not None:
-            raw = self._direct()
-            if raw is not None:
-                raw.write(wire)
-                self.sent += 1
-                return True
+        # _direct, inlined: this runs once per delivery.
+        raw = self.raw
+        if (wire is not None and raw is not None and not self._queue and not self._writing
+                and raw.offer(wire)):
+            self.sent += 1
+            return True
         n = len(frame)
         held = self._bytes
         if len(self) >= self._limit or (held and held + n > self._max_bytes):
@@ -217,9 +212,7 @@ class Outbox:
         False when even the slack is used up."""
         if self._closed or len(self) >= self._hard:
             return False
-        raw = self._direct()
-        if raw is not None:
-            raw.write(wire_text_frame(frame))
+        if self.raw is not None and self._direct(wire_text_frame(frame)):
             self.sent += 1
             return True
         self._append(frame, len(frame))
@@ -307,7 +300,7 @@ class Outbox:
             self._send_started = loop.time()  # progress: a slow reader is not a stalled one
         await self._below_high_water(raw)
 
-    async def _below_high_water(self, raw: asyncio.WriteTransport) -> None:
+    async def _below_high_water(self, raw: FrameWriter) -> None:
         """Wait until the transport's buffer is under RAW_HIGH_WATER.
 
         Raise ConnectionResetError once the socket is closing (the server
@@ -316,7 +309,7 @@ class Outbox:
         catch-up read on through the history for nobody."""
         pause = POLL_S[0]
         while True:
-            if raw.is_closing() or getattr(self._server_protocol, "close_sent", False):
+            if raw.is_closing():
                 raise ConnectionResetError("the socket is closing")
             if raw.get_write_buffer_size() <= RAW_HIGH_WATER:
                 return

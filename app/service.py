@@ -20,7 +20,7 @@ from streams.joinpoint import JoinPoint, resolve
 from streams.keys import Keys
 from streams.log import Appended, ReplicaAcks, RoomLog
 from streams.model import Envelope
-from streams.presence import Presence
+from streams.presence import Presence, part_of
 from streams.shardbus import ShardedBus
 from streams.retry import RetryPolicy, StorageUnavailable
 
@@ -43,6 +43,11 @@ MAX_CLEANUPS = 1000
 # In a Redis Cluster, the online set is split in this many buckets by user
 # (see streams/keys.py), so that the heartbeat spreads over the shards.
 PRESENCE_BUCKETS = 16
+# The presence heartbeat's interval is cut into this many ticks (fewer when
+# a tick would be shorter than PRESENCE_TICK_S): one burst per interval made
+# every append and notification of that moment wait behind it.
+PRESENCE_PARTS = 10
+PRESENCE_TICK_S = 0.1
 
 
 class Forbidden(Exception):
@@ -327,11 +332,17 @@ class Service:
                 conn.check_stalled(now)  # type: ignore[attr-defined]
 
     async def _refresh_presence(self) -> None:
+        """The heartbeat: every entry re-scored once per TTL/3, one part of
+        the rooms and users per tick (see streams/presence.py)."""
         interval = max(0.2, self.settings.presence_ttl_s / 3)
+        parts = max(1, min(PRESENCE_PARTS, int(interval / PRESENCE_TICK_S)))
+        part = 0
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(interval / parts)
+            part = (part + 1) % parts
             try:
-                await self.presence.refresh(list(self.users), self.hub.rooms())
+                users = [u for u in self.users if part_of(u, parts) == part]
+                await self.presence.refresh(users, self.hub.rooms(part, parts))
             except StorageUnavailable as exc:
                 log.warning("presence refresh failed: %s", exc)
             except Exception:

@@ -1,8 +1,12 @@
-"""The WebSocket endpoint: admit, then read frames and answer them.
+"""One admitted WebSocket: read its frames, answer them, close it.
 
-An idle connection costs no task of its own: the server's task for the
-socket (the one that calls the endpoint) is the reader. Everything else
-exists only while it has work, and each has one owner:
+The socket is an :class:`app.socket.Socket`, served either by streamgate's
+own protocol class (:mod:`app.lean`) or by any ASGI server
+(:mod:`app.asgi_socket`); who may connect is :mod:`app.admission`'s call.
+
+An idle connection costs one task, its reader (on ASGI the server's task
+that calls the endpoint). Everything else exists only while it has work,
+and each has one owner:
 
 - the outbox's writer (:class:`app.outbox.Outbox`), only while frames are
   queued; a frame written straight to the transport needs none;
@@ -38,26 +42,20 @@ import logging
 import time
 from collections import deque
 
-from fastapi import WebSocket
-from starlette.types import Receive, Scope, Send
-from starlette.websockets import WebSocketDisconnect, WebSocketState
-
 from streams.bounded import cancel_and_wait
 from streams.log import Appended, BeyondEnd
 from streams.retry import StorageUnavailable
 
 from . import protocol as p
-from .rawsocket import abort, record_transport, transport
-from .auth import CLOCK_LEEWAY_S, Principal, Unauthorized
+from .auth import CLOCK_LEEWAY_S, Principal
 from .limits import TokenBucket
 from .outbox import Outbox, Signal, TooSlow
 from .service import Forbidden, Service
 from .session import FellBehind
+from .socket import Socket
 
 log = logging.getLogger("streamgate.ws")
 
-SUBPROTOCOL = "streamgate.v1"
-TOKEN_SUBPROTOCOL_PREFIX = "bearer."
 # How long a closing connection waits for its own tasks to end.
 TASKS_STOP_S = 1.0
 # Publishes of one socket being stored at once; the next one waits.
@@ -87,77 +85,25 @@ class _Closed(Exception):
         self.reason = reason
 
 
-def _offered(ws: WebSocket) -> list[str]:
-    header = ws.headers.get("sec-websocket-protocol", "")
-    return [s.strip() for s in header.split(",") if s.strip()]
-
-
-def _token(ws: WebSocket, offered: list[str]) -> str | None:
-    """The token from ``Sec-WebSocket-Protocol: streamgate.v1, bearer.<jwt>``
-    (kept out of URLs and proxy logs), else from ``?token=``."""
-    for proto in offered:
-        if proto.startswith(TOKEN_SUBPROTOCOL_PREFIX):
-            return proto[len(TOKEN_SUBPROTOCOL_PREFIX):]
-    return ws.query_params.get("token")
-
-
-def _origin_allowed(svc: Service, origin: str | None) -> bool:
-    """Browsers always send Origin; clients without one are servers or CLIs
-    and are judged by their token alone."""
-    if origin is None or svc.settings.any_origin:
-        return True
-    return origin in svc.settings.allowed_origins
-
-
-async def _refuse(ws: WebSocket, svc: Service, code: int, reason: str, metric: str,
-                  subprotocol: str | None) -> None:
-    svc.metrics.refuse(metric)
-    await ws.accept(subprotocol=subprotocol)
-    await ws.close(code, reason)
-
-
-async def serve(scope: Scope, receive: Receive, send: Send) -> None:
-    """The ASGI app of ``/ws`` (see ``app.main.StreamGate``)."""
-    record_transport(scope, send)
-    await websocket_endpoint(WebSocket(scope, receive, send))
-
-
-async def websocket_endpoint(ws: WebSocket) -> None:
-    svc: Service = ws.app.state.service
-    offered = _offered(ws)
-    subprotocol = SUBPROTOCOL if SUBPROTOCOL in offered else None
-    if not _origin_allowed(svc, ws.headers.get("origin")):
-        await _refuse(ws, svc, p.CLOSE_ORIGIN, "origin not allowed", "origin", subprotocol)
-        return
-    try:
-        who = svc.auth.authenticate(_token(ws, offered), ws.query_params.get("user"))
-    except Unauthorized as exc:
-        await _refuse(ws, svc, p.CLOSE_UNAUTHORIZED, str(exc), "unauthorized", subprotocol)
-        return
-    if svc.draining:
-        await _refuse(ws, svc, p.CLOSE_RESTARTING, "instance restarting", "draining", subprotocol)
-        return
-    if svc.connections >= svc.settings.max_connections:
-        await _refuse(ws, svc, p.CLOSE_FULL, "instance full", "full", subprotocol)
-        return
-    await ws.accept(subprotocol=subprotocol)
-    await Connection(svc, ws, who).run()
-
-
 class Connection:
-    __slots__ = ("svc", "ws", "who", "outbox", "session", "bucket", "control", "_closing",
-                 "_settle_by", "_busy", "_in_flight", "_ended", "_window", "_task",
-                 "_reading", "_stop_requested", "_why", "_expiry", "_frame_done", "_finished")
+    """One served socket: reads its frames, answers them, and closes it with
+    the code that says why it ended. Knows the socket only as a
+    :class:`app.socket.Socket`, so it runs the same on every server."""
 
-    def __init__(self, svc: Service, ws: WebSocket, who: Principal) -> None:
+    __slots__ = ("svc", "sock", "who", "outbox", "session", "bucket", "control", "_closing",
+                 "_settle_by", "_busy", "_in_flight", "_ended", "_window", "_task",
+                 "_reading", "_stop_requested", "_why", "_expiry", "_frame_done", "_finished",
+                 "_first", "_started")
+
+    def __init__(self, svc: Service, sock: Socket, who: Principal) -> None:
         self.svc = svc
-        self.ws = ws
+        self.sock = sock
         self.who = who
         s = svc.settings
         failed = self._failed  # what ends the writer or the catch-up ends the connection
-        self.outbox = Outbox(ws.send_text, s.outbound_queue, s.slow_consumer_timeout_s,
+        self.outbox = Outbox(sock.send_text, s.outbound_queue, s.slow_consumer_timeout_s,
                              max_bytes=s.outbound_bytes, on_error=failed)
-        self.outbox.attach(transport(ws.scope))
+        self.outbox.attach(sock.writer)
         self.session = svc.open_session(who, self.outbox, failed)
         self.bucket = TokenBucket(s.publish_rate, s.publish_burst)
         self.control = TokenBucket(s.control_rate, s.control_burst)
@@ -177,6 +123,24 @@ class Connection:
         self._expiry: asyncio.TimerHandle | None = None
         self._frame_done = Signal()
         self._finished = Signal()
+        self._first: bool | None = None  # counted in: the user's first socket here?
+        self._started = False
+
+    def count_in(self) -> None:
+        """Count the socket in, at once: a burst of handshakes handled in one
+        loop iteration must see each other against MAX_CONNECTIONS. ``run``
+        does it if nobody did; ``abandon`` undoes it if ``run`` never ran."""
+        if self._first is None:
+            self._first = self.svc.connected(self.who.user)
+            self.svc.conns.add(self)
+
+    def abandon(self) -> None:
+        """Count out a socket whose ``run`` never started (its task was
+        cancelled first, at shutdown)."""
+        if self._first is not None and not self._started:
+            self._started = True
+            self.svc.conns.discard(self)
+            self.svc.disconnected(self.who.user, [])
 
     async def run(self) -> None:
         """Serve the socket until something ends it, then close it.
@@ -189,8 +153,9 @@ class Connection:
         """
         svc = self.svc
         started = time.monotonic()
-        first = svc.connected(self.who.user)
-        svc.conns.add(self)
+        self.count_in()
+        first = self._first
+        self._started = True
         self._task = asyncio.current_task()
         try:
             if first:
@@ -271,7 +236,7 @@ class Connection:
             self._end(p.CLOSE_TOO_SLOW, TOO_SLOW_REASON)
         elif isinstance(exc, _Closed):
             self._end(exc.code, exc.reason)
-        elif isinstance(exc, (OSError, WebSocketDisconnect)):
+        elif isinstance(exc, OSError):
             self._end(1000)  # the client went away while we were writing
         else:
             log.error("connection failed", exc_info=exc, extra={"user": self.who.user})
@@ -349,24 +314,7 @@ class Connection:
         await self._finished.wait()
 
     async def _close(self, code: int, reason: str) -> None:
-        if self.ws.application_state == WebSocketState.DISCONNECTED:
-            return
-        if self.ws.client_state == WebSocketState.DISCONNECTED:
-            return
-        t = transport(self.ws.scope)
-        if t is not None and t.is_closing():
-            # The server already sent its close frame (the peer answered no
-            # ping) and waits for its buffer to drain: what the peer has not
-            # read by now it is not going to read. Free it at once.
-            t.abort()
-            return
-        try:
-            async with asyncio.timeout(2.0):
-                await self.ws.close(code, reason)
-        except Exception:
-            # The close frame could not even be queued: the peer is not
-            # reading. Drop the connection so its buffers are freed now.
-            abort(self.ws.scope)
+        await self.sock.close(code, reason)
 
     def reply(self, frame: str, kind: str) -> None:
         if not self.outbox.push(frame):
@@ -378,19 +326,20 @@ class Connection:
         self.svc.metrics.error_sent(code)
 
     async def _read(self) -> None:
-        ws = self.ws
+        sock = self.sock
         limit = self.svc.settings.max_frame_bytes
         metrics = self.svc.metrics
         while self._closing is None and self._why is None:
-            msg = await ws.receive()
-            if msg["type"] == "websocket.disconnect":
+            msg = await sock.receive()
+            if msg is None:
                 return
-            text = msg.get("text")
-            if text is not None:
+            if isinstance(msg, str):
+                text: str | None = msg
                 # A character is 1-4 bytes: count bytes only when it matters.
-                size = len(text) if len(text) > limit or len(text) * 4 <= limit else len(text.encode())
+                size = len(msg) if len(msg) > limit or len(msg) * 4 <= limit else len(msg.encode())
             else:
-                size = len(msg.get("bytes") or b"")
+                text = None
+                size = len(msg)
             if size > limit:
                 metrics.received("too_large")
                 self._refuse("too_large", f"frames are limited to {limit} bytes", None)

@@ -25,6 +25,12 @@ with none, and publishing stops until the old node is back (as a replica).
 ``--replicas 2`` keeps publishing through a failover; the failover drill
 (``python -m ops.drill``) needs it. Each ``up`` starts from empty data (ports change every time, so an
 old Sentinel or replica state would point at nothing).
+
+``up --redis cluster`` starts a Redis Cluster instead (3 masters, 3
+replicas, see :mod:`ops.cluster_shards` and docker-compose.cluster.yml); the
+instances run in cluster mode with ``DURABILITY=replica``, and ``status``
+shows each shard's master and slot count. ``down``, ``stop`` and ``start``
+work the same way for both.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ import sys
 import time
 from pathlib import Path
 
-from ops import probes, procs
+from ops import cluster_shards, probes, procs
 from ops.procs import LOOPBACK, Proc
 from ops.render import MASTER_NAME
 
@@ -101,9 +107,55 @@ def _app_env(instance: str, sentinel_ports: list[int], master_port: int) -> dict
     }
 
 
+def _start_shards(args: argparse.Namespace, state_dir: Path, state: dict[str, object],
+                  started: list[Proc]) -> None:
+    """``--redis cluster``: three shards instead of a master with Sentinel."""
+    t = args.timeout
+    n = args.instances
+
+    def record(p: Proc) -> Proc:
+        started.append(p)
+        _save(state_dir, state, started)
+        return p
+
+    nodes = cluster_shards.start_redis(state_dir, record, t)
+    state["seeds"] = nodes.seeds
+    ports = procs.free_ports(n + 1)
+    app_ports = ports[:n]
+    http_port = args.port or ports[-1]
+    if args.port and procs.port_open(http_port):
+        raise ClusterError(f"port {http_port} is already in use; pass --port 0 for a free one")
+    apps = [
+        record(procs.start_app(p, cluster_shards.app_env(f"app-{i}", nodes.seeds, nodes.ports[0]),
+                               state_dir / "apps" / f"app-{i}.log", app=args.app,
+                               name=f"app-{i}"))
+        for i, p in enumerate(app_ports, 1)
+    ]
+    _start_front(args, state_dir, state, started, apps, http_port)
+
+
+def _start_front(args: argparse.Namespace, state_dir: Path, state: dict[str, object],
+                 started: list[Proc], apps: list[Proc], http_port: int) -> None:
+    """Wait for the instances, then start nginx in front of them."""
+    t = args.timeout
+    deadline = time.monotonic() + t
+    for a in apps:
+        probes.wait_http_ok(f"http://{LOOPBACK}:{a.port}/healthz",
+                            max(0.1, deadline - time.monotonic()), watch=[a])
+    nginx = procs.start_nginx(http_port, [a.port for a in apps], state_dir / "nginx", wait=t)
+    started.append(nginx)
+    _save(state_dir, state, started)
+    probes.wait_http_ok(f"http://{LOOPBACK}:{http_port}/healthz", t, watch=[nginx])
+    state["url"] = f"http://{LOOPBACK}:{http_port}/"
+    _save(state_dir, state, started)
+
+
 def _start_all(args: argparse.Namespace, state_dir: Path, state: dict[str, object],
                started: list[Proc]) -> None:
     """Start every process in dependency order, waiting for each layer."""
+    if args.redis == "cluster":
+        _start_shards(args, state_dir, state, started)
+        return
     t = args.timeout
     n = args.instances
     nodes = 1 + args.replicas
@@ -148,15 +200,7 @@ def _start_all(args: argparse.Namespace, state_dir: Path, state: dict[str, objec
                                name=f"app-{i}"))
         for i, p in enumerate(app_ports, 1)
     ]
-    deadline = time.monotonic() + t
-    for a in apps:
-        probes.wait_http_ok(f"http://{LOOPBACK}:{a.port}/healthz",
-                            max(0.1, deadline - time.monotonic()), watch=[a])
-
-    nginx = record(procs.start_nginx(http_port, app_ports, state_dir / "nginx", wait=t))
-    probes.wait_http_ok(f"http://{LOOPBACK}:{http_port}/healthz", t, watch=[nginx])
-    state["url"] = f"http://{LOOPBACK}:{http_port}/"
-    _save(state_dir, state, started)
+    _start_front(args, state_dir, state, started, apps, http_port)
 
 
 def up(args: argparse.Namespace) -> int:
@@ -173,7 +217,8 @@ def up(args: argparse.Namespace) -> int:
     (state_dir / STATE_FILE).unlink(missing_ok=True)
     state: dict[str, object] = {
         "state_dir": str(state_dir.resolve()),
-        "master_name": MASTER_NAME,
+        "redis": args.redis,
+        "master_name": MASTER_NAME if args.redis == "sentinel" else None,
         "created": time.time(),
         "url": None,
         "processes": [],
@@ -277,6 +322,18 @@ def collect_status(state: dict[str, object]) -> dict[str, object]:
         elif row["alive"]:
             row["healthz"] = probes.http_status(f"http://{LOOPBACK}:{p.port}/healthz")
         rows.append(row)
+    if state.get("redis") == "cluster":
+        names = {p.port: p.name for p in ps if p.role == "redis"}
+        live = [p.port for p in ps if p.role == "redis" and procs.is_alive(p.pid, p.started)]
+        return {
+            "state_dir": state.get("state_dir"),
+            "url": state.get("url"),
+            "redis": "cluster",
+            "processes": rows,
+            "cluster_state": cluster_shards.cluster_state(live),
+            "shards": cluster_shards.shards(live, names),
+            "all_alive": all(r["alive"] for r in rows) and bool(rows),
+        }
     masters = set(views.values())
     agree = len(masters) == 1 and None not in masters
     return {
@@ -310,6 +367,12 @@ def status(args: argparse.Namespace) -> int:
             detail = f"/healthz={r['healthz']}"
         state_word = "alive" if r["alive"] else "DEAD"
         print(f"{r['name']:<12} {r['role']:<9} {r['pid']:>8} {r['port']:>6}  {state_word:<5}  {detail}")
+    if st.get("redis") == "cluster":
+        print(f"cluster_state: {st['cluster_state']}")
+        for sh in st["shards"] or []:  # type: ignore[union-attr]
+            print(f"  shard: master {sh['master']} ({sh['master_health']}), {sh['slots']} slots, "
+                  f"replicas {', '.join(sh['replicas']) or 'none'}")
+        return 0 if st["all_alive"] else 1
     views = [r.get("master") for r in st["processes"] if r["role"] == "sentinel"]  # type: ignore[union-attr]
     if st["sentinels_agree"]:
         print(f"sentinels agree: master is {st['sentinel_master']}")
@@ -337,6 +400,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     sub = ap.add_subparsers(dest="command", required=True)
     u = sub.add_parser("up", help="start the cluster and wait until it is ready")
     u.add_argument("--instances", type=int, default=3, help="app instances (default 3)")
+    u.add_argument("--redis", choices=("sentinel", "cluster"), default="sentinel",
+                   help="sentinel (default): one master, --replicas replicas, three sentinels; "
+                   "cluster: a Redis Cluster of 3 masters and 3 replicas (REDIS_CLUSTER_NODES)")
     u.add_argument("--replicas", type=int, default=1,
                    help="Redis replicas (default 1; the failover drill needs 2: with "
                    "min-replicas-to-write 1 a new master needs a replica left to take writes)")

@@ -2,7 +2,12 @@
 
     python -m ops.drill [--fault kill-master|freeze-master|kill-instance|kill-pubsub|all]
                         [--duration S] [--rate R] [--publishers P] [--subscribers S]
-                        [--cluster var/cluster | --own] [--json out.json]
+                        [--cluster var/cluster | --own [--redis cluster]] [--json out.json]
+
+Against a Redis Cluster (``ops.cluster up --redis cluster``, or ``--own
+--redis cluster``) the faults are the cluster's own (kill-shard-master,
+freeze-shard-master, migrate-slot; ``all`` runs them in that order) and each
+phase publishes to one room per shard: see :mod:`ops.drill_shards`.
 
 Each fault is one phase on a fresh room: subscribers join, publishers start
 (:mod:`ops.traffic`), the fault is injected after ~30 % of ``--duration``
@@ -35,11 +40,16 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ops import cluster, drill_report, procs
 from ops.drill_faults import EXTRA_FAULTS, FAULTS, INJECT, ClusterView, DrillError, FaultResult
 from ops.drill_report import Findings, Publish, Reception, Stored
+from ops.drill_shard_faults import SHARD_FAULTS, ShardView
 from ops.traffic import Endpoint, Limits, Traffic, read_history
+
+if TYPE_CHECKING:  # ops.drill_shards builds on this module
+    from ops.drill_shards import ShardPhaseReport
 
 MIN_AFTER_FAULT_S = 3.0  # traffic keeps running at least this long after a fault ends
 SETTLE_S = 20.0  # subscribers get this long to receive the last stored id
@@ -242,11 +252,18 @@ def format_phase(p: PhaseReport, opts: DrillOptions) -> list[str]:
     return lines
 
 
-def format_report(reports: Sequence[PhaseReport], opts: DrillOptions, where: str) -> str:
-    head = (f"streamgate failover drill: {len(reports)} fault(s), {opts.publishers} publishers x "
-            f"{opts.rate:g} msg/s, {opts.subscribers} subscribers, {opts.duration:g} s of "
-            f"traffic per fault\ncluster: {where}\n")
-    body = "\n\n".join("\n".join(format_phase(p, opts)) for p in reports)
+def format_report(reports: Sequence[PhaseReport | ShardPhaseReport], opts: DrillOptions,
+                  where: str) -> str:
+    from ops import drill_shards
+
+    per_room = " per room, one room per shard," if reports and isinstance(
+        reports[0], drill_shards.ShardPhaseReport) else ","
+    head = (f"streamgate failover drill: {len(reports)} fault(s),{per_room} {opts.publishers} "
+            f"publishers x {opts.rate:g} msg/s, {opts.subscribers} subscribers, {opts.duration:g} s "
+            f"of traffic per fault\ncluster: {where}\n")
+    body = "\n\n".join("\n".join(
+        drill_shards.format_shard_phase(p) if isinstance(p, drill_shards.ShardPhaseReport)
+        else format_phase(p, opts)) for p in reports)
     failed = [p.fault for p in reports if not p.clean]
     tail = ("RESULT: CLEAN (no loss, duplicate, disorder or phantom)" if not failed
             else f"RESULT: FAILED in {', '.join(failed)}")
@@ -258,9 +275,11 @@ def format_report(reports: Sequence[PhaseReport], opts: DrillOptions, where: str
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m ops.drill", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--fault", choices=[*FAULTS, "all", *EXTRA_FAULTS], default="all",
+    ap.add_argument("--fault", choices=[*FAULTS, "all", *EXTRA_FAULTS, *SHARD_FAULTS],
+                    default="all",
                     help="which fault (default all: " + ", ".join(FAULTS) + ", in that order; "
-                    "failover-live is not part of all)")
+                    "failover-live is not part of all; against a Redis Cluster: "
+                    + ", ".join(SHARD_FAULTS) + ")")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds of traffic per fault")
     ap.add_argument("--rate", type=float, default=50.0, help="messages/s per publisher")
     ap.add_argument("--publishers", type=int, default=2)
@@ -271,6 +290,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     where.add_argument("--own", action="store_true",
                        help="start a private cluster (2 replicas) for the drill, stop it after")
     ap.add_argument("--instances", type=int, default=3, help="app instances with --own")
+    ap.add_argument("--redis", choices=("sentinel", "cluster"), default="sentinel",
+                    help="with --own: Sentinel (default) or a Redis Cluster of three shards")
     ap.add_argument("--keep-logs", action="store_true",
                     help="with --own: keep the cluster's state dir (every node's log) afterwards")
     ap.add_argument("--token", default=os.environ.get("STREAMGATE_DRILL_TOKEN"),
@@ -282,14 +303,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def start_own_cluster(state_dir: Path, instances: int = 3) -> ClusterView:
-    """A private cluster for the drill: free ports, two replicas, AUTH_MODE=none."""
+def start_own_cluster(state_dir: Path, instances: int = 3, redis: str = "sentinel") -> ClusterView:
+    """A private cluster for the drill: free ports, two replicas (Sentinel) or
+    three shards with a replica each (``redis="cluster"``), AUTH_MODE=none."""
     # The instances take AUTH_MODE from this environment (and record it, so a
     # restarted one gets the same); the caller's own setting is put back.
     saved = os.environ.get("AUTH_MODE")
     os.environ["AUTH_MODE"] = "none"
     try:
-        rc = cluster.main(["--state-dir", str(state_dir), "up", "--port", "0", "--replicas", "2",
+        topology = ["--replicas", "2"] if redis == "sentinel" else ["--redis", "cluster"]
+        rc = cluster.main(["--state-dir", str(state_dir), "up", "--port", "0", *topology,
                            "--instances", str(instances)])
     finally:
         if saved is None:
@@ -305,19 +328,37 @@ def stop_own_cluster(state_dir: Path) -> list[procs.Proc]:
     return procs.stop_all(cluster.recorded(cluster.load_state(state_dir)))
 
 
+def _run(state_dir: Path, fault: str, opts: DrillOptions,
+         restore_last: bool) -> list[PhaseReport] | list[ShardPhaseReport]:
+    """The drill for the topology recorded in ``state_dir``."""
+    from ops import drill_shards
+
+    view = ClusterView(state_dir)
+    sharded = view.state().get("redis") == "cluster"
+    allowed = SHARD_FAULTS if sharded else (*FAULTS, *EXTRA_FAULTS)
+    if fault != "all" and fault not in allowed:
+        raise DrillError(f"{fault} is not a fault for this deployment; choose from "
+                         + ", ".join(allowed))
+    if sharded:
+        faults = list(SHARD_FAULTS) if fault == "all" else [fault]
+        return asyncio.run(drill_shards.run_shard_drill(ShardView(state_dir), faults, opts,
+                                                        restore_last=restore_last))
+    faults = list(FAULTS) if fault == "all" else [fault]
+    return asyncio.run(run_drill(view, faults, opts, restore_last=restore_last))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     opts = DrillOptions(args.duration, args.rate, args.publishers, args.subscribers, args.token)
-    faults = list(FAULTS) if args.fault == "all" else [args.fault]
     own_dir = Path(tempfile.mkdtemp(prefix="streamgate-drill-")) if args.own else None
     try:
         if own_dir is not None:
-            view = start_own_cluster(own_dir, args.instances)
+            view = start_own_cluster(own_dir, args.instances, args.redis)
             where = f"own, {own_dir} ({view.url})"
         else:
             view = ClusterView(args.cluster or Path("var") / "cluster")
             where = f"{view.state_dir} ({view.url})"
-        reports = asyncio.run(run_drill(view, faults, opts, restore_last=own_dir is None))
+        reports = _run(view.state_dir, args.fault, opts, restore_last=own_dir is None)
     except (DrillError, TimeoutError, procs.ProcessExited) as exc:
         print(f"drill could not run: {exc}", file=sys.stderr)
         return 2

@@ -80,6 +80,10 @@ class LoadConfig:
     chart: bool = True
     label: str = ""
     quiet: bool = False
+    # Room and user names are lt-<run_id>-...; a caller that must know where
+    # the rooms land (the cluster benchmark spreads them evenly over the
+    # shards' slots) picks it. Default: a random one per run.
+    run_id: str | None = None
 
     @property
     def criteria(self) -> dict[str, float]:
@@ -243,7 +247,7 @@ async def _until(pred: Any, timeout: float, interval: float = 0.1) -> bool:
 class Run:
     def __init__(self, cfg: LoadConfig) -> None:
         self.cfg = cfg
-        self.id = uuid.uuid4().hex[:6]
+        self.id = cfg.run_id or uuid.uuid4().hex[:6]
         self.say = Progress(cfg.quiet).say
         self.plans = [StepPlan(i, r, cfg.step_seconds) for i, r in enumerate(cfg.steps)]
         self.usage: dict[int, dict[str, Any]] = {}

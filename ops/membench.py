@@ -255,7 +255,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m ops.membench", description=__doc__.split("\n")[0])
     ap.add_argument("--phases", default="one,many")
-    ap.add_argument("--ws", default="websockets-sansio")
+    ap.add_argument("--ws", default="lean")
     ap.add_argument("--entries", type=int, default=10_000)
     ap.add_argument("--body", type=int, default=2000)
     ap.add_argument("--rooms", type=int, default=5)

@@ -41,6 +41,10 @@ from ops.render import LOOPBACK
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Default Redis and Sentinel ports: a shared Redis may run there; never use them.
 RESERVED_PORTS = frozenset({6379, 26379})
+# Short names for uvicorn --ws values that are class paths: "lean" is
+# streamgate's own protocol class for /ws (app/lean.py, what `python -m app`
+# runs); uvicorn's own names serve /ws through the ASGI app.
+WS_ALIASES = {"lean": "app.lean:LeanWebSocket"}
 T = TypeVar("T")
 
 
@@ -426,8 +430,10 @@ def _merged_env(overrides: Mapping[str, str | None]) -> dict[str, str]:
 def start_app(port: int, env: Mapping[str, str | None], log: str | Path, *,
               app: str = "app.main:app", cwd: str | Path = REPO_ROOT,
               name: str | None = None, extra_args: Sequence[str] = (),
-              wait: float | None = None) -> Proc:
-    """Start one app instance: ``python -m uvicorn app --host 127.0.0.1 --port port``.
+              wait: float | None = None, ws: str = "lean") -> Proc:
+    """Start one app instance: ``python -m uvicorn app --host 127.0.0.1 --port port
+    --ws <ws>`` (``ws``: a uvicorn ``--ws`` value or an alias of ``WS_ALIASES``;
+    by default /ws on streamgate's own protocol class, as ``python -m app``).
 
     ``env`` is applied on top of this process's environment (a None value
     removes the variable), so PATH and friends pass through. Uses this
@@ -436,7 +442,7 @@ def start_app(port: int, env: Mapping[str, str | None], log: str | Path, *,
     """
     full = _merged_env(env)
     cmd = [sys.executable, "-m", "uvicorn", app, "--host", LOOPBACK, "--port", str(port),
-           *extra_args]
+           "--ws", WS_ALIASES.get(ws, ws), *extra_args]
     proc = spawn(name or f"app-{port}", "app", cmd, port, log, env=full, cwd=cwd)
     # What `respawn` needs to start it the same way again. This ends up in
     # state.json, so secret-looking variables are left out: a respawn takes

@@ -229,7 +229,7 @@ def _start_app(root: Path, redis_port: int, args: argparse.Namespace) -> procs.P
            "KEY_PREFIX": f"pb{uuid.uuid4().hex[:6]}", "INSTANCE_ID": "pubbench",
            "LOG_FORMAT": "json"}
     cmd = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
-           "--port", str(port), "--ws", args.ws, "--no-access-log", "--log-level", "warning"]
+           "--port", str(port), "--ws", procs.WS_ALIASES.get(args.ws, args.ws), "--no-access-log", "--log-level", "warning"]
     cwd = Path(args.app_cwd).resolve() if args.app_cwd else procs.REPO_ROOT
     proc = procs.spawn("app-pubbench", "app", cmd, port, root / "app.log", env=env, cwd=cwd)
     probes.wait_http_ok(f"http://127.0.0.1:{port}/readyz", 30.0, watch=[proc])

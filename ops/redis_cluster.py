@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -54,6 +55,10 @@ MASTERS = 3
 NODE_TIMEOUT_MS = 2000
 BUS_OFFSET = 10000
 MAX_PORT = 65535 - BUS_OFFSET
+# Node ports; their bus twins fall in 21000-32000, below the ephemeral range.
+LOW_PORT, HIGH_PORT = 11000, 22000
+# Attempts at a node whose port was taken between the check and its bind.
+SPAWN_ATTEMPTS = 5
 
 
 def _bindable(port: int) -> bool:
@@ -66,12 +71,18 @@ def _bindable(port: int) -> bool:
 
 
 def cluster_ports(n: int) -> list[int]:
-    """``n`` free node ports whose cluster-bus twin (+10000) is free too."""
+    """``n`` free node ports whose cluster-bus twin (+10000) is free too.
+
+    Both are drawn below the kernel's ephemeral range (32768 and up on
+    Linux), where no outgoing connection is ever given a local port: a free
+    twin found there stays free until the node binds it, while one in the
+    ephemeral range can be taken by any connect() in between.
+    """
     chosen: list[int] = []
-    for _ in range(50):
-        for port in procs.free_ports(n):
-            if port <= MAX_PORT and _bindable(port + BUS_OFFSET) and port not in chosen:
-                chosen.append(port)
+    for _ in range(500):
+        port = random.randrange(LOW_PORT, HIGH_PORT)
+        if port not in chosen and _bindable(port) and _bindable(port + BUS_OFFSET):
+            chosen.append(port)
             if len(chosen) == n:
                 return chosen
     raise RuntimeError(f"could not find {n} free cluster port pairs on {LOOPBACK}")
@@ -123,14 +134,26 @@ class LocalCluster:
             raise RuntimeError(f"not installed: {', '.join(missing)}")
         self.root.mkdir(parents=True, exist_ok=True)
         try:
-            for port in cluster_ports(2 * MASTERS):
-                self.nodes.append(self._spawn(port, timeout))
+            for _ in range(2 * MASTERS):
+                self.nodes.append(self._spawn_somewhere(timeout))
             self._create(timeout)
             self.wait_healthy(timeout)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _spawn_somewhere(self, timeout: float) -> Proc:
+        """A node on a free port pair, another pair if that one was taken
+        before the node could bind it."""
+        for attempt in range(SPAWN_ATTEMPTS):
+            port = next(p for p in cluster_ports(2 * MASTERS + 1) if p not in self.ports)
+            try:
+                return self._spawn(port, timeout)
+            except (RuntimeError, TimeoutError, OSError):
+                if attempt == SPAWN_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def _spawn(self, port: int, timeout: float) -> Proc:
         directory = (self.root / f"node-{port}").resolve()

@@ -4,7 +4,8 @@ A publish costs Redis and this process far more in per-command overhead
 (a pooled connection, a socket timeout, one write and one read, a retry
 wrapper) than in the script itself. :class:`ScriptBatcher` sends every
 script call submitted while the previous batch was on the wire as one
-pipeline (``transaction=False``) of ``EVALSHA`` calls.
+pipeline of ``EVALSHA`` calls: packed by hiredis into one write on a pooled
+connection, the replies read in order.
 
 Contract:
 
@@ -43,8 +44,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from hiredis import pack_command
 from redis import exceptions as rex
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from .retry import RetryPolicy, StorageUnavailable, is_transient
 
@@ -69,7 +72,7 @@ class _Member:
 class ScriptBatcher:
     """One script, called in batches; see the module docstring."""
 
-    def __init__(self, redis: Redis, script: str, policy: RetryPolicy) -> None:
+    def __init__(self, redis: Redis | RedisCluster, script: str, policy: RetryPolicy) -> None:
         self._redis = redis
         self._script = redis.register_script(script)
         self._policy = policy
@@ -130,13 +133,14 @@ class ScriptBatcher:
             todo = [m for m in batch if not m.future.done()]
             if not todo:
                 return
-            sha = self._script.sha
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for m in todo:
-                    pipe.execute_command("EVALSHA", sha, len(m.keys), *m.keys, *m.args,
-                                         "1" if m.tries else "0")
-                    m.tries += 1
-                replies = await pipe.execute(raise_on_error=False)
+            calls = [(b"EVALSHA", self._script.sha, len(m.keys), *m.keys, *m.args,
+                      b"1" if m.tries else b"0") for m in todo]
+            for m in todo:
+                m.tries += 1
+            if isinstance(self._redis, RedisCluster):
+                replies = await self._per_node(calls)
+            else:
+                replies = await self._round_trip(b"".join([pack_command(c) for c in calls]), len(calls))
             again: BaseException | None = None
             missing = False
             for m, reply in zip(todo, replies):
@@ -157,3 +161,44 @@ class ScriptBatcher:
                 return
             await self._redis.script_load(self._script.script)
         raise StorageUnavailable("the script could not be loaded")
+
+    async def _per_node(self, calls: list[tuple[Any, ...]]) -> list[Any]:
+        """A cluster's batch: its pipeline sends each call to the node that
+        owns the call's keys (one slot per call, a room's), one round trip
+        per node, replies in call order."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for call in calls:
+                pipe.execute_command(*call)
+            return list(await pipe.execute(raise_on_error=False))
+
+    async def _round_trip(self, packed: bytes, n: int) -> list[Any]:
+        """Write ``n`` packed commands on a pooled connection at once and read
+        their ``n`` replies in order; an error reply takes its command's place.
+
+        What redis-py's pipeline does, without what a batch of script calls
+        never needs (per-command packing and response callbacks, its own
+        retry wrapper, fieldset bookkeeping): for one or two calls a batch,
+        as in rooms of a few members, that machinery cost more than the rest
+        of the publish. The connection comes from the client's pool, so a
+        failover that empties the pool (streams/connection.py) reaches it.
+        """
+        pool = self._redis.connection_pool
+        conn = await pool.get_connection()
+        try:
+            await conn.send_packed_command(packed, check_health=False)
+            replies: list[Any] = []
+            for _ in range(n):
+                try:
+                    replies.append(await conn.read_response())
+                except rex.ResponseError as exc:
+                    replies.append(exc)
+            return replies
+        except BaseException:
+            # Replies may still be on the wire: never hand this connection on.
+            try:
+                await conn.disconnect(nowait=True)
+            except Exception:
+                pass  # the error that brought us here is the one to raise
+            raise
+        finally:
+            await pool.release(conn)

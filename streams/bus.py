@@ -13,13 +13,18 @@ Contract:
   ``on_entry``.
 - ``on_entry`` and ``on_resync`` are called from the read loop and must not
   block: they only hand work to queues or tasks.
-- A connection that stops answering is found by a PING every second and a
-  read timeout, and replaced. A connection that answers but has gone deaf
-  (subscribed on a server that no longer gets the publishes, such as a
-  resumed old master) is found by a canary: every few seconds the instance
-  publishes a nonce on its own channel through the command connection and
-  expects it back here; when it does not come back in time the connection
-  is replaced and every room caught up, and the bus reports unhealthy.
+- A connection that stops answering is found by a PING every second: when
+  nothing at all has been read for three intervals it is replaced. A
+  connection that answers but has gone deaf (subscribed on a server that no
+  longer gets the publishes, such as a resumed old master) is found by a
+  canary: every few seconds the instance publishes a nonce on its own
+  channel through the command connection and expects it back here; when it
+  does not come back in time the connection is replaced and every room
+  caught up, and the bus reports unhealthy.
+- Replies are read straight from the connection's stream and parsed with
+  hiredis, everything one socket read brought in one go: no coroutine,
+  timeout or reply wrapper per notification, and the channel's room is
+  looked up, not parsed, for each one.
 
 In a Redis Cluster one ``Bus`` is one shard's link (``sharded=True``): it
 speaks ``SSUBSCRIBE`` (one channel per command, as a cluster requires) and
@@ -38,7 +43,7 @@ import random
 import uuid
 from collections.abc import Awaitable, Callable
 
-from redis import exceptions as rex
+import hiredis
 from redis.asyncio.connection import AbstractConnection
 from redis.crc import key_slot
 
@@ -51,6 +56,24 @@ from .retry import StorageUnavailable
 
 log = logging.getLogger("streamgate.bus")
 
+# One read from the connection: at high rates it holds many notifications,
+# all handled before the next read.
+READ_BYTES = 64 * 1024
+
+
+def _stream_of(conn: AbstractConnection) -> asyncio.StreamReader:
+    """The stream redis-py's own parser reads a connected connection from.
+
+    redis-py has no public handle on it. The bus owns this connection for
+    its whole life and, after the handshake, reads nothing through redis-py
+    again, so the stream is all its. Fail at connect, loudly, if a redis-py
+    release stores it elsewhere (tests/test_bus.py connects through this).
+    """
+    stream = getattr(conn, "_reader", None)
+    if not isinstance(stream, asyncio.StreamReader):
+        raise RuntimeError("this redis-py connection keeps no asyncio stream in _reader")
+    return stream
+
 
 class SlotMoved(StorageUnavailable):
     """The node does not serve the channel's slot (any more)."""
@@ -59,8 +82,10 @@ class SlotMoved(StorageUnavailable):
 class _Link:
     """One live Pub/Sub connection and the replies it still owes."""
 
-    def __init__(self, conn: AbstractConnection) -> None:
+    def __init__(self, conn: AbstractConnection, stream: asyncio.StreamReader, now: float) -> None:
         self.conn = conn
+        self.stream = stream
+        self.heard = now  # when something was last read from the connection
         self.closed = False
         self.write_lock = asyncio.Lock()
         # Per channel, futures for (UN)SUBSCRIBE commands in the order sent;
@@ -78,6 +103,9 @@ class _Link:
 
     async def close(self) -> None:
         self.closed = True
+        # Wake the read loop now: the disconnect below may wait up to its
+        # timeout for a frozen peer to take what is still buffered.
+        self.stream.feed_eof()
         try:
             await self.conn.disconnect()
         except Exception:
@@ -119,6 +147,9 @@ class Bus:
         self._observer = observer or NullObserver()
         self._ping_interval = ping_interval_s
         self._canary = canary or keys.canary(instance)
+        self._canary_channel = self._canary.encode()
+        # Every wanted room channel, as Redis names it in a message, to its room.
+        self._room_of: dict[bytes, str] = {}
         self._wanted: set[str] = set()
         self._ever: set[str] = set()
         self._link: _Link | None = None
@@ -164,6 +195,7 @@ class Bus:
         """Subscribe to a room's channel; return once Redis confirmed it."""
         channel = self._keys.channel(room)
         self._wanted.add(channel)
+        self._room_of[channel.encode()] = room
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while True:
@@ -185,6 +217,7 @@ class Bus:
                 raise StorageUnavailable("Pub/Sub subscription not confirmed in time") from None
             except SlotMoved:
                 self._wanted.discard(channel)
+                self._room_of.pop(channel.encode(), None)
                 raise
             except (StorageUnavailable, ConnectionError, OSError):
                 # The link broke under us; the run loop is rebuilding it.
@@ -201,6 +234,7 @@ class Bus:
         channel = self._keys.channel(room)
         self._wanted.discard(channel)
         self._ever.discard(channel)
+        self._room_of.pop(channel.encode(), None)
         link = self._link
         if link is None:
             return
@@ -219,7 +253,7 @@ class Bus:
             pinger: asyncio.Task[None] | None = None
             try:
                 await conn.connect()
-                link = _Link(conn)
+                link = _Link(conn, _stream_of(conn), asyncio.get_running_loop().time())
                 channels = [self._canary, *sorted(self._wanted)]
                 if self._sharded:  # a cluster takes one slot per SSUBSCRIBE
                     for channel in channels:
@@ -262,17 +296,33 @@ class Bus:
             await asyncio.sleep(backoff * (0.5 + random.random()))
 
     async def _watch(self, link: _Link) -> None:
-        """PING every second; send a canary every few seconds."""
+        """PING every second; send a canary every few seconds; replace the
+        link once nothing has been read for three intervals (the PINGs are
+        answered even when no room has traffic)."""
         loop = asyncio.get_running_loop()
         next_canary = loop.time()
-        while not link.closed:
-            await link.send("PING")
-            if loop.time() >= next_canary and self._canary in link.active:
-                next_canary = loop.time() + self._canary_interval
-                task = asyncio.create_task(self._send_canary(link))
-                self._canaries.add(task)
-                task.add_done_callback(self._canaries.discard)
-            await asyncio.sleep(self._ping_interval)
+        silent_s = self._ping_interval * 3
+        try:
+            while not link.closed:
+                if loop.time() - link.heard > silent_s:
+                    # After a stall of the whole loop, a read woken in the
+                    # same iteration as this task goes first.
+                    await asyncio.sleep(0)
+                    if loop.time() - link.heard > silent_s:
+                        log.warning("pubsub connection silent for %.1f s: rebuilding it",
+                                    loop.time() - link.heard)
+                        break
+                await link.send("PING")
+                if loop.time() >= next_canary and self._canary in link.active:
+                    next_canary = loop.time() + self._canary_interval
+                    task = asyncio.create_task(self._send_canary(link))
+                    self._canaries.add(task)
+                    task.add_done_callback(self._canaries.discard)
+                await asyncio.sleep(self._ping_interval)
+        except (ConnectionError, OSError, TimeoutError) as exc:
+            log.warning("pubsub ping failed: %s", exc or type(exc).__name__)
+        # Closing the connection ends the read loop, which rebuilds the link.
+        await link.close()
 
     async def _send_canary(self, link: _Link) -> None:
         nonce = uuid.uuid4().hex
@@ -294,26 +344,34 @@ class Bus:
             self._canary_waiters.pop(nonce, None)
 
     async def _read(self, link: _Link) -> None:
-        read_timeout = self._ping_interval * 3
+        """Read until the connection fails: every reply a socket read brought
+        in is handled before the next read."""
+        stream = link.stream
+        parser = hiredis.Reader()
+        loop = asyncio.get_running_loop()
         while True:
-            try:
-                reply = await link.conn.read_response(timeout=read_timeout)
-            except rex.ResponseError as exc:
-                if not self._sharded:
-                    raise  # one Redis: the run loop rebuilds the link
-                self._refused(link, exc)  # a subscribe this node refused
-                continue
-            if not isinstance(reply, list) or not reply:
-                continue
-            kind = reply[0]
-            if kind in (b"message", b"smessage"):
-                self._deliver(reply[1], reply[2])
-            elif kind in (b"subscribe", b"ssubscribe"):
-                self._confirmed(link, reply[1].decode(), subscribed=True)
-            elif kind in (b"unsubscribe", b"sunsubscribe"):
-                self._confirmed(link, reply[1].decode(), subscribed=False)
+            data = await stream.read(READ_BYTES)
+            if not data:
+                raise ConnectionError("Pub/Sub connection closed")
+            link.heard = loop.time()
+            parser.feed(data)
+            while (reply := parser.gets()) is not False:
+                if type(reply) is not list:
+                    if isinstance(reply, hiredis.ReplyError):
+                        if not self._sharded:
+                            # One Redis: the run loop rebuilds the link.
+                            raise ConnectionError(f"Pub/Sub error reply: {reply}")
+                        self._refused(link, reply)  # a subscribe this node refused
+                    continue
+                kind = reply[0]
+                if kind == b"message" or kind == b"smessage":
+                    self._deliver(reply[1], reply[2])
+                elif kind == b"subscribe" or kind == b"ssubscribe":
+                    self._confirmed(link, reply[1].decode(), subscribed=True)
+                elif kind == b"unsubscribe" or kind == b"sunsubscribe":
+                    self._confirmed(link, reply[1].decode(), subscribed=False)
 
-    def _refused(self, link: _Link, exc: rex.ResponseError) -> None:
+    def _refused(self, link: _Link, exc: Exception) -> None:
         """``MOVED <slot> ...`` (or CLUSTERDOWN...) to an SSUBSCRIBE: every
         channel of that slot waiting here is not this node's any more."""
         parts = str(exc).split()
@@ -329,15 +387,13 @@ class Bus:
             self._lose(channel)
 
     def _deliver(self, channel: bytes, payload: bytes) -> None:
-        name = channel.decode()
-        if name == self._canary:
-            fut = self._canary_waiters.get(payload.decode())
-            if fut is not None and not fut.done():
-                fut.set_result(None)
-            return
-        room = self._keys.room_of_channel(name)
+        room = self._room_of.get(channel)
         if room is None:
-            return
+            if channel == self._canary_channel:
+                fut = self._canary_waiters.get(payload.decode())
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
+            return  # a room given up since: its last notifications
         try:
             env = decode_notification(room, payload)
         except ValueError:
@@ -352,6 +408,7 @@ class Bus:
             return
         self._wanted.discard(channel)
         self._ever.discard(channel)
+        self._room_of.pop(channel.encode(), None)
         self._on_lost(room)
 
     def _confirmed(self, link: _Link, channel: str, subscribed: bool) -> None:

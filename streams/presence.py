@@ -10,17 +10,35 @@ expired scores and prune them.
 The online set may be split in buckets by user (``Keys.presence_buckets``,
 in a Redis Cluster, so that it spreads over the shards): a user's entries
 are always in the bucket ``Keys.presence(user)``; listing reads them all.
+
+The heartbeat is spread over its interval: each tick re-scores one part of
+the rooms and users (by a stable hash of the name, so each is re-scored once
+per interval), in pipelines of at most ``CHUNK_MEMBERS`` members. In one
+burst, 40,000 memberships cost Redis about a second and this process the
+time to build and parse it, and every append and notification waited behind
+it (p99 spikes of 420-550 ms, docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Iterable
 
 from redis.asyncio import Redis
 
 from .keys import Keys, presence_member, user_of_member
 from .retry import RetryPolicy
+
+# Members re-scored per pipeline: one round trip stays a few milliseconds of
+# Redis and of this process, whatever the instance holds.
+CHUNK_MEMBERS = 1000
+
+
+def part_of(name: str, parts: int) -> int:
+    """Which of ``parts`` heartbeat ticks re-scores ``name`` (stable across
+    ticks and processes)."""
+    return zlib.crc32(name.encode()) % parts if parts > 1 else 0
 
 
 class Presence:
@@ -65,30 +83,43 @@ class Presence:
         await self._policy.run(call)
 
     async def refresh(self, users: Iterable[str], rooms: dict[str, Iterable[str]]) -> None:
-        """Re-score every entry this instance owns (the heartbeat)."""
+        """Re-score the entries this instance owns for ``users`` (the online
+        set) and ``rooms`` (their members here): a heartbeat tick's part."""
         expiry = self._expiry()
         inst = self._instance
-
         keep = int(self._ttl * 2) + 1
+        # (key, members) in chunks of at most CHUNK_MEMBERS members.
+        work: list[tuple[str, list[str]]] = []
+        online: dict[str, list[str]] = {}  # bucket key -> members (one key unless sharded)
+        for u in users:
+            online.setdefault(self._keys.presence(u), []).append(presence_member(u, inst))
+        for key, m in online.items():
+            for i in range(0, len(m), CHUNK_MEMBERS):
+                work.append((key, m[i:i + CHUNK_MEMBERS]))
+        for room, members in rooms.items():
+            m = [presence_member(u, inst) for u in members]
+            for i in range(0, len(m), CHUNK_MEMBERS):
+                work.append((self._keys.members(room), m[i:i + CHUNK_MEMBERS]))
+        batch: list[tuple[str, list[str]]] = []
+        n = 0
+        for key, members in work:
+            if batch and n + len(members) > CHUNK_MEMBERS:
+                await self._policy.run(lambda b=batch: self._rescore(b, expiry, keep))
+                batch, n = [], 0
+            batch.append((key, members))
+            n += len(members)
+        if batch:
+            await self._policy.run(lambda b=batch: self._rescore(b, expiry, keep))
 
-        async def call() -> None:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                online: dict[str, dict[str, float]] = {}
-                for u in users:
-                    online.setdefault(self._keys.presence(u), {})[presence_member(u, inst)] = expiry
-                for key, mapping in online.items():
-                    pipe.zadd(key, mapping)
+    async def _rescore(self, chunk: list[tuple[str, list[str]]], expiry: float, keep: int) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key, members in chunk:
+                if members:
+                    pipe.zadd(key, dict.fromkeys(members, expiry))
+                    # A key nobody refreshes any more disappears by itself.
                     pipe.expire(key, keep)
-                for room, members in rooms.items():
-                    m = {presence_member(u, inst): expiry for u in members}
-                    if m:
-                        pipe.zadd(self._keys.members(room), m)
-                        # A room nobody refreshes any more disappears by itself.
-                        pipe.expire(self._keys.members(room), keep)
-                if len(pipe):
-                    await pipe.execute()
-
-        await self._policy.run(call)
+            if len(pipe):
+                await pipe.execute()
 
     async def users(self) -> list[str]:
         found: set[str] = set()

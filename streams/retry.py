@@ -14,8 +14,11 @@ into an ``unavailable`` answer: never a hang, never a crash.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
 import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -78,17 +81,41 @@ class RetryPolicy:
 
         ``call`` must be safe to repeat: every write the service makes is
         either idempotent by itself or guarded by a client_id record.
-        """
 
-        async def before_sleep(_: RetryCallState) -> None:
+        The first attempt runs on its own: tenacity's machinery (an
+        ``AsyncRetrying`` and its attempt objects, a few percent of an
+        instance when every append batch built one) is set up only once an
+        attempt failed for a reason that may pass. The budget counts from
+        the first attempt either way.
+        """
+        started = time.monotonic()
+        try:
+            return await call()
+        except StorageUnavailable:
+            raise
+        except Exception as exc:
+            if not is_transient(exc):
+                _refuse(exc)
+                raise
+            first = exc
+        remaining = self.budget_s - (time.monotonic() - started)
+        if remaining <= 0:
+            raise StorageUnavailable(str(first) or type(first).__name__) from first
+
+        async def before_sleep(_: RetryCallState | None) -> None:
             self.on_retry()
             try:
                 await self.recover()
             except Exception:
                 pass
 
+        # What tenacity would have done after the first failure: tell, recover,
+        # wait (its first random exponential pause), then go on with the rest.
+        await before_sleep(None)
+        await asyncio.sleep(min(random.uniform(0, FIRST_PAUSE_S), remaining))
+        remaining = self.budget_s - (time.monotonic() - started)
         retrying = AsyncRetrying(
-            stop=stop_after_delay(self.budget_s),
+            stop=stop_after_delay(max(0.0, remaining)),
             wait=wait_random_exponential(multiplier=0.05, max=1.0),
             retry=retry_if_exception(is_transient),
             before_sleep=before_sleep,
@@ -103,10 +130,19 @@ class RetryPolicy:
         except Exception as exc:
             if is_transient(exc):
                 raise StorageUnavailable(str(exc) or type(exc).__name__) from exc
-            if isinstance(exc, rex.RedisError):
-                # Not retryable (NOAUTH, NOPERM, a protocol error): still the
-                # storage saying no, and the client must hear `unavailable`.
-                log.warning("redis refused a command: %s", exc)
-                raise StorageUnavailable(str(exc) or type(exc).__name__) from exc
+            _refuse(exc)
             raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+# tenacity's first pause with wait_random_exponential(multiplier=0.05): up to 0.05 * 2.
+FIRST_PAUSE_S = 0.1
+
+
+def _refuse(exc: Exception) -> None:
+    """A failure that retrying cannot help: a Redis one (NOAUTH, NOPERM, a
+    protocol error) is still the storage saying no, and the client must hear
+    `unavailable`; anything else is the caller's to see as it is."""
+    if isinstance(exc, rex.RedisError):
+        log.warning("redis refused a command: %s", exc)
+        raise StorageUnavailable(str(exc) or type(exc).__name__) from exc

@@ -54,12 +54,13 @@ class InstanceFactory:
         self.root = root
         self.started: list[Instance] = []
 
-    def start(self, name: str, **env: str) -> Instance:
+    def start(self, name: str, ws: str = instance_module.TEST_WS, **env: str) -> Instance:
+        """``ws``: how /ws is served (see tests/support/instance.py)."""
         settings = dict(BASE_ENV, REDIS_URL=self.redis_url)
         settings.update(env)
         unique = f"{name}-{uuid.uuid4().hex[:6]}"
         settings.setdefault("INSTANCE_ID", unique)
-        inst = Instance(name, settings, workdir=self.root / unique, app=APP)
+        inst = Instance(name, settings, workdir=self.root / unique, app=APP, ws=ws)
         self.started.append(inst)
         return inst.start()
 

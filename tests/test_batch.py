@@ -59,22 +59,23 @@ async def stored(r: aioredis.Redis, room: str) -> list[tuple[str, dict[bytes, by
 async def test_concurrent_appends_keep_room_order_and_get_their_own_answers(
     plain: aioredis.Redis,
 ) -> None:
-    pipelines = 0
-    original = plain.pipeline
+    round_trips = 0
+    pool = plain.connection_pool
+    original = pool.get_connection
 
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        nonlocal pipelines
-        pipelines += 1
-        return original(*args, **kwargs)
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal round_trips
+        round_trips += 1  # a batch is one connection taken from the pool, one write
+        return await original(*args, **kwargs)
 
-    plain.pipeline = counting  # type: ignore[method-assign]
+    pool.get_connection = counting  # type: ignore[method-assign]
     log = RoomLog(plain, KEYS, 10000, RetryPolicy(5.0))
     names = rooms(4)
     n = 400
     sent = [(names[i % 4], f"user{i % 7}", json.dumps({"i": i})) for i in range(n)]
     results = await asyncio.gather(*(log.append(room, user, body, None)
                                      for room, user, body in sent))
-    assert pipelines < n / 4, f"{pipelines} pipelines for {n} appends: not batched"
+    assert 0 < round_trips < n / 4, f"{round_trips} round trips for {n} appends: not batched"
     assert len({(rm, r.id) for r, (rm, _, _) in zip(results, sent)}) == n
     for room in names:
         mine = [(res, body, user) for res, (rm, user, body) in zip(results, sent) if rm == room]
@@ -86,6 +87,22 @@ async def test_concurrent_appends_keep_room_order_and_get_their_own_answers(
         # ...and each one's prev is the entry before it in the room.
         assert [res.prev for res, _, _ in mine] == ["0-0"] + [res.id for res, _, _ in mine[:-1]]
         assert not any(res.duplicate for res, _, _ in mine)
+
+
+async def test_appends_after_the_script_cache_was_flushed_load_it_and_store_once(
+    plain: aioredis.Redis,
+) -> None:
+    """NOSCRIPT (a restarted or promoted server) answers every member of the
+    batch: the script is loaded and the batch sent again, each stored once."""
+    log = RoomLog(plain, KEYS, 10000, RetryPolicy(5.0))
+    (room,) = rooms(1)
+    await log.append(room, "u", '"first"', None)  # the script is loaded now
+    await plain.script_flush()
+    results = await asyncio.gather(*(log.append(room, "u", json.dumps(i), f"c{i}")
+                                     for i in range(20)))
+    entries = await stored(plain, room)
+    assert [sid for sid, _ in entries[1:]] == [r.id for r in results]
+    assert [f[b"b"].decode() for _, f in entries[1:]] == [json.dumps(i) for i in range(20)]
 
 
 async def test_a_refused_append_or_a_duplicate_does_not_fail_the_others(

@@ -22,6 +22,7 @@ from redis.backoff import NoBackoff
 
 from streams.bus import Bus
 from streams.keys import Keys
+from streams.model import Envelope
 from tests.support import RedisServer, async_wait_until, scaled
 
 # Long enough that a stop lands inside it; short enough to keep the test quick.
@@ -115,5 +116,67 @@ async def test_link_keeps_no_state_for_rooms_left(
         assert link.pending == {}
         assert bus._wanted == set() and bus._ever == set()
         assert bus._link is link, "the link was rebuilt during the test"
+    finally:
+        await bus.stop()
+
+
+def _collecting_bus(connect: Callable[[], AbstractConnection], announce: aioredis.Redis,
+                    got: list[Envelope]) -> tuple[Bus, Keys]:
+    keys = Keys(f"sgbus-{uuid.uuid4().hex[:8]}")
+    bus = Bus(connect, keys, f"bus-{uuid.uuid4().hex[:6]}", on_entry=got.append,
+              on_resync=lambda room: None, announce=announce.publish, ping_interval_s=0.2)
+    return bus, keys
+
+
+async def test_a_burst_read_at_once_is_handed_over_whole_and_in_order(
+    redis_server: RedisServer, announcer: aioredis.Redis
+) -> None:
+    """Many notifications arrive in one socket read: each is handed over once,
+    in order, with its fields, and a notification split over two reads too."""
+    got: list[Envelope] = []
+    bus, keys = _collecting_bus(_factory(redis_server), announcer, got)
+    bus.start()
+    room = f"burst-{uuid.uuid4().hex[:6]}"
+    n = 3000
+    try:
+        await bus.subscribe(room, timeout_s=scaled(5))
+        # A body larger than one read of the bus (64 KiB) comes in pieces.
+        big = '"' + "x" * 100_000 + '"'
+        async with announcer.pipeline(transaction=False) as pipe:
+            for i in range(1, n + 1):
+                body = big if i == n // 2 else f'{{"i":{i},"t":"a\\nb"}}'
+                pipe.publish(keys.channel(room), f"{i}-0\n{i - 1}-0\nu{i}\n{body}")
+            await pipe.execute()
+        await async_wait_until(lambda: len(got) >= n, scaled(10),
+                               message=lambda: f"{len(got)}/{n} handed over")
+        assert [e.id for e in got] == [f"{i}-0" for i in range(1, n + 1)]
+        assert all(e.room == room and e.prev_key == (i, 0) for i, e in enumerate(got))
+        assert got[0].sender == "u1" and got[0].body == '{"i":1,"t":"a\\nb"}'
+        assert got[n // 2 - 1].body == big
+    finally:
+        await bus.stop()
+
+
+async def test_a_link_that_goes_silent_is_replaced_and_delivers_again(
+    redis_server: RedisServer, announcer: aioredis.Redis
+) -> None:
+    """No read timeout per reply: a link whose PINGs go unanswered for three
+    intervals is found by the pinger, rebuilt, and delivers again after."""
+    got: list[Envelope] = []
+    bus, keys = _collecting_bus(_factory(redis_server), announcer, got)
+    bus.start()
+    room = f"silent-{uuid.uuid4().hex[:6]}"
+    try:
+        await bus.subscribe(room, timeout_s=scaled(5))
+        await async_wait_until(lambda: bus.healthy, scaled(5), message="bus never healthy")
+        before = bus.reconnects
+        # Every client's commands wait: the bus's PINGs go unanswered.
+        await announcer.execute_command("CLIENT", "PAUSE", "1500", "ALL")
+        await async_wait_until(lambda: bus.reconnects > before, scaled(6),
+                               message="the silent link was not replaced")
+        await async_wait_until(lambda: bus.healthy, scaled(10), message="bus not healthy again")
+        await announcer.publish(keys.channel(room), '1-0\n0-0\nu\n"after"')
+        await async_wait_until(lambda: [e.id for e in got] == ["1-0"], scaled(5),
+                               message=lambda: f"got {[e.id for e in got]}")
     finally:
         await bus.stop()

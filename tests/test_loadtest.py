@@ -137,3 +137,28 @@ def test_smoke_run_reports_every_delivery_verified(
     assert report["steps"][0]["latency_ms"]["p99"] is not None
     assert all(s["cpu_s"] is not None and s["rss_kib_end"] for s in report["servers"])
     assert report["generator"]["cpu_s"] >= 0
+
+
+def test_the_replay_probe_counts_frames_alike_on_its_fast_path_and_its_full_parse() -> None:
+    """The replay probe checks message frames laid out as the server lays them
+    without decoding them; anything else is decoded. Both must count the same
+    messages, disorder and last id, and ignore other rooms' messages."""
+    import orjson
+
+    from ops.loadtest_client import ReplayState
+
+    def frame(room: str, sid: str, **extra: object) -> bytes:
+        return orjson.dumps({"type": "message", "room": room, "id": sid, "from": "u",
+                             "body": {"t": 'a"b'}, "ts": 1, **extra})
+
+    frames = [frame("r-1", "5-0"), frame("r-1", "5-1"), frame("r-10", "9-0"),
+              frame("r-1", "4-0"),  # out of order
+              b'{"room":"r-1","type":"message","id":"6-0","body":null}',  # other key order
+              frame("r-1", "7-0")]
+    fast, full = ReplayState("a", "r-1", "u"), ReplayState("b", "r-1", "u")
+    full.prefix = b"\x00never"  # no frame starts so: every one is decoded
+    for f in frames:
+        fast.on_text(f)
+        full.on_text(f)
+    for s in (fast, full):
+        assert (s.count, s.disorder, s.last_id) == (5, 1, "7-0")

@@ -117,3 +117,22 @@ async def test_users_of_a_killed_instance_drop_out_within_three_ttls(
 
 async def _has_members(inst: Instance, room: str, users: set[str]) -> bool:
     return users <= await members(inst, room)
+
+
+async def test_a_user_in_many_rooms_stays_a_member_of_each_while_the_refresh_is_spread(
+    inst_a: Instance, room: str, uid: Callable[[str], str]
+) -> None:
+    """The heartbeat re-scores one part of the rooms per tick: every room
+    must still be reached once per TTL/3, so no membership expires."""
+    dave = uid("dave")
+    rooms = [f"{room}-{i}" for i in range(30)]
+    async with await open_client(inst_a, dave) as c:
+        for r in rooms:
+            await c.join(r, since="$")
+        # Three TTLs: an entry whose room no tick reached would be gone.
+        deadline = time.monotonic() + scaled(3 * PRESENCE_TTL)
+        while time.monotonic() < deadline:
+            for r in rooms:
+                assert dave in await members(inst_a, r), f"{dave} dropped out of {r}"
+            assert dave in await presence(inst_a)
+            await asyncio.sleep(0.3)  # observation cadence, not synchronisation

@@ -20,6 +20,7 @@ import pytest
 from tests.support import Instance, WsClient, async_wait_until, open_client
 from tests.support.http import history_ids
 from tests.support.ids import assert_ids_equal
+from tests.support.instance import DROPS_STALLED_SOCKETS
 from tests.support.processes import rss_bytes
 from tests.support.tcp import tcp_socket
 
@@ -183,7 +184,9 @@ async def test_reader_stalled_longer_than_the_timeout_is_dropped_and_resumes(
         unsent = tcp_socket(impatient.port, client_port)
         stalled.resume()
         closed_code = await stalled.wait_closed(timeout=30)
-        if dropped:
+        # Plain ASGI cannot drop it, nor write the close frame into the full
+        # window: the server closes the socket behind the data instead.
+        if dropped or not DROPS_STALLED_SOCKETS:
             assert closed_code in (4408, 1006), f"expected 4408 or a dropped connection, got {closed_code}"
         else:
             assert closed_code == 4408, (

@@ -20,6 +20,23 @@ from .timeouts import scaled
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
+# How instances serve /ws: streamgate's own protocol class (what
+# `python -m app` runs) unless STREAMGATE_TEST_WS names another uvicorn
+# `--ws` value; "asgi" leaves uvicorn's default, so /ws goes through the ASGI
+# app as with a plain `uvicorn app.main:app`.
+LEAN_WS = "app.lean:LeanWebSocket"
+TEST_WS = os.environ.get("STREAMGATE_TEST_WS", LEAN_WS)
+
+
+# Only streamgate's own class owns the socket's transport: on plain ASGI a
+# peer that stopped reading cannot be dropped at once (app/asgi_socket.py).
+DROPS_STALLED_SOCKETS = TEST_WS == LEAN_WS
+
+
+def ws_args(ws: str = TEST_WS) -> list[str]:
+    """The uvicorn CLI arguments that pick how /ws is served."""
+    return [] if ws == "asgi" else ["--ws", ws]
+
 # Instances that are running right now, and every instance ever started in this
 # session; conftest prints the logs of the ones involved when a test fails.
 RUNNING: dict[int, Instance] = {}
@@ -39,10 +56,12 @@ class Instance:
     """
 
     def __init__(
-        self, name: str, env: Mapping[str, str], workdir: Path | None = None, app: str = "app.main:app"
+        self, name: str, env: Mapping[str, str], workdir: Path | None = None, app: str = "app.main:app",
+        ws: str = TEST_WS,
     ) -> None:
         self.name = name
         self.app = app
+        self.ws = ws  # uvicorn's --ws value ("asgi": its default), see ws_args
         self.env = dict(env)
         self.env.setdefault("INSTANCE_ID", name)
         self.dir = Path(workdir or tempfile.mkdtemp(prefix=f"sg-{name}-"))
@@ -89,6 +108,7 @@ class Instance:
             "--host", "127.0.0.1",
             "--port", str(self.port),
             "--no-access-log",
+            *ws_args(self.ws),
         ]
 
     def start(self, timeout: float = 20.0) -> Instance:

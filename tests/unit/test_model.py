@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,6 +14,8 @@ from streams.model import (
     MAX as MAX_ID,
     ZERO,
     Envelope,
+    StreamId,
+    parse_id_fast,
     exclusive_start,
     format_id,
     id_ms,
@@ -158,6 +162,20 @@ def test_parse_id_never_raises_anything_but_value_error(text: str) -> None:
         assert not is_id(text)
     else:
         assert is_id(text)
+
+
+def _parsed(parse: Callable[[str], StreamId], text: str) -> StreamId | None:
+    try:
+        return parse(text)
+    except ValueError:
+        return None
+
+
+@quick
+@given(st.one_of(st.text(max_size=45), st.text("0123456789-", max_size=45),
+                 st.builds(format_id, pairs)))
+def test_the_envelope_fast_path_parses_exactly_what_parse_id_parses(text: str) -> None:
+    assert _parsed(parse_id_fast, text) == _parsed(parse_id, text)
 
 
 @pytest.mark.parametrize(("text", "ms"), [("0-0", 0), ("1700000000000-7", 1700000000000), ("12", 12)])

@@ -298,6 +298,12 @@ class Transport:
         self.buffer += len(data)
         self.peak = max(self.peak, self.buffer)
 
+    def offer(self, data: bytes) -> bool:
+        if self.closing or self.buffer >= RAW_HIGH_WATER:
+            return False
+        self.write(data)
+        return True
+
     def get_write_buffer_size(self) -> int:
         return self.buffer
 
