@@ -47,7 +47,7 @@ from streams.log import Appended, BeyondEnd
 from streams.retry import StorageUnavailable
 
 from . import protocol as p
-from .auth import CLOCK_LEEWAY_S, Principal
+from .auth import CLOCK_LEEWAY_S, Principal, Unauthorized
 from .limits import TokenBucket
 from .outbox import Outbox, Signal, TooSlow
 from .service import Forbidden, Service
