@@ -56,20 +56,20 @@ clean:
 	rm -rf $(VENV) var .pytest_cache
 
 # The standard benchmark scenario (docs/benchmarks.md): results under bench/results/.
-# BENCH_ARGS passes options to ops.bench, e.g. BENCH_ARGS="--ws websockets-sansio".
+# BENCH_ARGS passes options to ops.load.bench, e.g. BENCH_ARGS="--ws websockets-sansio".
 bench: install
 	$(BIN)/pip install -q -e '.[bench]'
-	$(BIN)/python -m ops.bench $(BENCH_ARGS)
+	$(BIN)/python -m ops.load.bench $(BENCH_ARGS)
 
 # One Redis against a 3-shard Redis Cluster, the same fan-out scenario
 # (docs/benchmarks.md), about 4 minutes. BENCH_ARGS as above, e.g. "--rate 600".
 .PHONY: bench-cluster
 bench-cluster: install
 	$(BIN)/pip install -q -e '.[bench]'
-	$(BIN)/python -m ops.bench_cluster $(BENCH_ARGS)
+	$(BIN)/python -m ops.load.bench_cluster $(BENCH_ARGS)
 
 # Memory held for sockets that never read (docs/benchmarks.md), about 2 minutes.
-# MEMBENCH_ARGS passes options to ops.membench, e.g. MEMBENCH_ARGS="--phases one".
+# MEMBENCH_ARGS passes options to ops.load.membench, e.g. MEMBENCH_ARGS="--phases one".
 membench: install
 	$(BIN)/pip install -q -e '.[bench]'
-	$(BIN)/python -m ops.membench $(MEMBENCH_ARGS)
+	$(BIN)/python -m ops.load.membench $(MEMBENCH_ARGS)

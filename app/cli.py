@@ -25,10 +25,10 @@ from .config import documented
 # command -> (module with main(argv) -> int | None, summary)
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("app.__main__", "run one instance on HOST:PORT, configured by the settings below"),
-    "cluster": ("ops.cluster", "up|down|status|stop|start: the local topology (Redis, Sentinel, instances, nginx)"),
-    "drill": ("ops.drill", "inject failovers and kills under traffic, then account for every message"),
-    "loadtest": ("ops.loadtest", "fan-out load against running instances, every delivery verified"),
-    "bench": ("ops.bench", "the standard benchmark scenario (docs/benchmarks.md)"),
+    "cluster": ("ops.local.cluster", "up|down|status|stop|start: the local topology (Redis, Sentinel, instances, nginx)"),
+    "drill": ("ops.drill.drill", "inject failovers and kills under traffic, then account for every message"),
+    "loadtest": ("ops.load.loadtest", "fan-out load against running instances, every delivery verified"),
+    "bench": ("ops.load.bench", "the standard benchmark scenario (docs/benchmarks.md)"),
 }
 
 

@@ -167,8 +167,8 @@ class ScriptBatcher:
         owns the call's keys (one slot per call, a room's), one round trip
         per node, replies in call order."""
         async with self._redis.pipeline(transaction=False) as pipe:
-            for call in calls:
-                pipe.execute_command(*call)
+            for name, *args in calls:
+                pipe.execute_command(name.decode(), *args)
             return list(await pipe.execute(raise_on_error=False))
 
     async def _round_trip(self, packed: bytes, n: int) -> list[Any]:

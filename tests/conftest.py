@@ -191,7 +191,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def _start_redis_cluster(root: Path) -> Any:
-    from ops.redis_cluster import LocalCluster
+    from ops.local.redis_cluster import LocalCluster
     from tests.support.programs import require
     from tests.support.timeouts import scaled
 

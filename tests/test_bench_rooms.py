@@ -1,4 +1,4 @@
-"""The room-shape phases of the benchmark (``ops.bench_rooms``), tiny, against
+"""The room-shape phases of the benchmark (``ops.load.bench_rooms``), tiny, against
 two real instances on the session Redis.
 
 Not a measurement: it checks that each shape is built as described (sockets,
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import orjson
 
-from ops.loadtest_client import Publisher
-from ops.loadtest_run import LoadConfig, members, room_members
-from ops.traffic import Endpoint
+from ops.load.client import Publisher
+from ops.load.run import LoadConfig, members, room_members
+from ops.load.traffic import Endpoint
 from tests.support import Instance, RedisServer
 from tests.support.timeouts import scaled
 
@@ -43,7 +43,7 @@ def test_each_room_shape_is_verified_and_reported_per_message(
 ) -> None:
     limits = {"PUBLISH_RATE": "100000", "PUBLISH_BURST": "100000"}
     a, b = make_instance("BR1", **limits), make_instance("BR2", **limits)
-    cmd = [sys.executable, "-m", "ops.bench_rooms", "--url", a.url, "--url", b.url,
+    cmd = [sys.executable, "-m", "ops.load.bench_rooms", "--url", a.url, "--url", b.url,
            "--server-pid", str(a.pid), "--server-pid", str(b.pid),
            "--redis-pid", str(redis_server.pid), "--redis-url", redis_server.url,
            "--out", str(tmp_path), "--client", CLIENT,

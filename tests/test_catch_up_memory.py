@@ -11,7 +11,6 @@ the instance's memory.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,7 +25,6 @@ from tests.support import Instance, ModuleAppInstance, RedisServer, async_wait_u
 from tests.support.history import fill_room
 from tests.support.processes import rss_bytes
 from tests.support.tcp import tcp_socket
-from tests.support.timeouts import scaled
 
 pytestmark = pytest.mark.slow
 
@@ -69,19 +67,20 @@ async def test_a_socket_that_never_reads_holds_at_most_its_outbox_bytes(
         await ws.expect_json("welcome")
         for room in rooms:
             await ws.send_json({"type": "join", "room": room, "since": "0"})
-        peak = baseline
+        rss = [baseline]
         samples: list[tuple[float, float]] = []
-        deadline = time.monotonic() + scaled(15)
-        while True:
+
+        async def came_to_a_stop() -> bool:
+            """The catch-up has queued nothing for a while: it waits for the socket."""
             now = time.monotonic()
-            peak = max(peak, rss_bytes(bounded.pid))
+            rss.append(rss_bytes(bounded.pid))
             samples.append((now, await _queued(bounded) - before))
             recent = [v for t, v in samples if t >= now - QUIET_S]
-            if samples[0][0] <= now - QUIET_S and recent[0] == recent[-1] > 0:
-                break  # the catch-up has queued nothing for a while: it waits for the socket
-            assert now < deadline, f"the catch-up never came to a stop: {samples[-3:]}"
-            await asyncio.sleep(0.1)
-        peak = max(peak, rss_bytes(bounded.pid))
+            return samples[0][0] <= now - QUIET_S and recent[0] == recent[-1] > 0
+
+        await async_wait_until(came_to_a_stop, 15, interval=0.1,
+                               message=lambda: f"the catch-up never came to a stop: {samples[-3:]}")
+        peak = max(*rss, rss_bytes(bounded.pid))
         queued = samples[-1][1]
     finally:
         await ws.aclose()

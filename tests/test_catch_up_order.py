@@ -10,7 +10,6 @@ older than ``joined.last_id`` after ``joined``.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -21,7 +20,7 @@ import pytest
 from streams.model import parse_id
 from tests.conftest import BASE_ENV
 from tests.hostile.rawws import OP_CLOSE, OP_PING, OP_TEXT, RawWebSocket
-from tests.support import Instance
+from tests.support import Instance, async_wait_until
 from tests.support.history import fill_room
 from tests.hostile.support import metric
 from tests.support.timeouts import scaled
@@ -63,16 +62,16 @@ async def stalled(narrow: Instance, history: tuple[str, list[str]]) -> AsyncIter
 
 async def _until_catch_up_waits(inst: Instance) -> None:
     """Poll the instance's count of message frames queued until it stops growing."""
-    deadline = time.monotonic() + scaled(20)
     samples: list[tuple[float, float]] = []
-    while time.monotonic() < deadline:
+
+    async def quiet_for_a_while() -> bool:
         now = time.monotonic()
         samples.append((now, await metric(inst, "websocket_messages_sent_total", type="message")))
         quiet = [v for t, v in samples if t >= now - QUIET_S]
-        if samples[0][0] <= now - QUIET_S and quiet[-1] > 0 and quiet[0] == quiet[-1]:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"the catch-up never stopped queueing: {samples[-5:]}")
+        return samples[0][0] <= now - QUIET_S and quiet[-1] > 0 and quiet[0] == quiet[-1]
+
+    await async_wait_until(quiet_for_a_while, 20, interval=0.1,
+                           message=lambda: f"the catch-up never stopped queueing: {samples[-5:]}")
 
 
 async def _read_until(ws: RawWebSocket, done: Callable[[dict[str, Any]], bool],

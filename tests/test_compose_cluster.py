@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ops import probes, procs
-from ops.procs import Proc
-from ops.redis_cluster import cluster_ports
+from ops.local import probes, procs
+from ops.local.procs import Proc
+from ops.local.redis_cluster import cluster_ports
 from tests.support.timeouts import scaled
 
 REPO = procs.REPO_ROOT

@@ -1,6 +1,6 @@
 """The failover drill: its checks on synthetic records, then each fault for real.
 
-The report logic (ops/drill_report.py) is pure and tested table-style: one
+The report logic (ops/drill/report.py) is pure and tested table-style: one
 synthetic history, confirmations and subscriber sequences per kind of
 finding. The cluster tests run a short drill of each fault through nginx on
 one private cluster (two replicas, three sentinels, three instances), in the
@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from ops import cluster, drill, drill_faults, procs
-from ops.drill_report import (
+from ops.drill import drill
+from ops.drill import faults as drill_faults
+from ops.local import cluster, procs
+from ops.drill.report import (
     Publish,
     Reception,
     Stored,
@@ -26,7 +28,7 @@ from ops.drill_report import (
     check_subscriber,
     entries_erased,
 )
-from ops.traffic import Endpoint
+from ops.load.traffic import Endpoint
 from tests.support.timeouts import scaled
 
 # --- synthetic records ------------------------------------------------------------------

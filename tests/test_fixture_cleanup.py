@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from ops import procs
+from ops.local import procs
 from tests.failover.topology import MissingProgram, Topology
 from tests.support import RedisServer
 from tests.support.programs import require
@@ -43,7 +43,7 @@ def _bin_dir(root: Path, sentinel: str | None) -> Path:
 
 @pytest.fixture
 def spawned(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[procs.Proc]]:
-    """Every process ops.procs starts during the test, as recorded at start
+    """Every process ops.local.procs starts during the test, as recorded at start
     (pid and start time), stopped at the end if a test left one running."""
     record: list[procs.Proc] = []
     real = procs.spawn

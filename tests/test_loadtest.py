@@ -1,6 +1,6 @@
 """The load-test tool: its pure report logic, then one tiny real run.
 
-The real run is a smoke test of ``python -m ops.loadtest`` itself (20
+The real run is a smoke test of ``python -m ops.load.loadtest`` itself (20
 subscribers, one publisher, 2 s, two instances on the session Redis): it
 checks that the JSON report is complete and that every delivery was
 verified, not how fast anything was. Benchmarks are not timed tests.
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from ops import loadtest_stats as st
-from ops.loadtest_report import PubRecord, StepPlan, headline, passes, verify
+from ops.load import stats as st
+from ops.load.report import PubRecord, StepPlan, headline, passes, verify
 from tests.support import Instance
 from tests.support.timeouts import scaled
 
@@ -116,7 +116,7 @@ def test_smoke_run_reports_every_delivery_verified(
 ) -> None:
     a, b = make_instance("LT1"), make_instance("LT2")
     out = tmp_path / "smoke.json"
-    cmd = [sys.executable, "-m", "ops.loadtest", "--url", a.url, "--url", b.url,
+    cmd = [sys.executable, "-m", "ops.load.loadtest", "--url", a.url, "--url", b.url,
            "--subscribers", "20", "--publishers", "1", "--rate", "20", "--duration", "2",
            "--server-pid", str(a.pid), "--server-pid", str(b.pid), "--out", str(out), "--quiet",
            "--client", CLIENT]
@@ -145,7 +145,7 @@ def test_the_replay_probe_counts_frames_alike_on_its_fast_path_and_its_full_pars
     messages, disorder and last id, and ignore other rooms' messages."""
     import orjson
 
-    from ops.loadtest_client import ReplayState
+    from ops.load.client import ReplayState
 
     def frame(room: str, sid: str, **extra: object) -> bytes:
         return orjson.dumps({"type": "message", "room": room, "id": sid, "from": "u",

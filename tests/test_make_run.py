@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from ops.procs import free_port, wait_until
+from ops.local.procs import free_port, wait_until
 
 
 def test_dev_launcher_starts_and_stops_a_private_redis(tmp_path: Path) -> None:

@@ -20,8 +20,8 @@ import pytest
 import redis
 import yaml
 
-from ops import probes, procs, render
-from ops.procs import Proc
+from ops.local import probes, procs, render
+from ops.local.procs import Proc
 from tests.support.timeouts import scaled
 
 REPO = procs.REPO_ROOT

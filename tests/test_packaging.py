@@ -166,7 +166,7 @@ def test_the_installed_console_script_serves_help_version_and_refusals(
     refused = run("serve", AUTH_MODE="none", LOG_FORMAT="xml")
     assert refused.returncode == 2 and refused.stderr.startswith("streamgate: LOG_FORMAT"), refused.stderr
     where = subprocess.run(
-        [str(python), "-c", "import app, ops.render as r, ops.loadtest as l; print(app.__file__); "
+        [str(python), "-c", "import app, ops.local.render as r, ops.load.loadtest as l; print(app.__file__); "
          "print(all(p.is_file() for p in (r.NGINX_SITE, r.SENTINEL_CONF, r.REDIS_MASTER_CONF))); "
          "print(l.RESULTS_DIR.resolve())"],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=scaled(60))

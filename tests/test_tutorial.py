@@ -20,7 +20,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from ops import procs
+from ops.local import procs
 from tests.support import Instance, async_wait_until, new_client_id, scaled
 from tests.support.http import history_ids, room_path
 from tests.support.tokens import make_token

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from ops import procs
-from ops.procs import Proc
+from ops.local import procs
+from ops.local.procs import Proc
 from tests.support import Instance
 from tests.support.timeouts import scaled
 

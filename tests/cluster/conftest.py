@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 import pytest
 
-from ops.redis_cluster import LocalCluster, key_slot
+from ops.local.redis_cluster import LocalCluster, key_slot
 from streams.keys import Keys
 from tests.conftest import BASE_ENV, InstanceFactory
 from tests.support import Instance

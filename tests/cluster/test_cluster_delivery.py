@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from app.service import PRESENCE_BUCKETS
-from ops.redis_cluster import LocalCluster, key_slot
+from ops.local.redis_cluster import LocalCluster, key_slot
 from streams.keys import Keys
 from tests.conftest import BASE_ENV
 from tests.support import open_client, scaled

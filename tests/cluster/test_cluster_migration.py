@@ -16,7 +16,8 @@ from collections.abc import Callable
 
 import pytest
 
-from ops.redis_cluster import LocalCluster
+from ops.local.probes import stream_entries
+from ops.local.redis_cluster import LocalCluster
 from tests.failover.traffic import (
     Publisher,
     Subscriber,
@@ -25,7 +26,6 @@ from tests.failover.traffic import (
     connector,
     shut_down,
     stop_publishers,
-    stream_entries,
     wait_confirmed,
 )
 from tests.support import scaled
@@ -69,7 +69,7 @@ async def test_slot_migration_of_a_busy_room_loses_and_doubles_nothing(
         stored = await history(a, room)
         node = cluster.client(target)
         try:
-            raw = stream_entries(node, KEYS, room)
+            raw = stream_entries(node, KEYS.log(room))
         finally:
             node.close()
         assert len(raw) == len(stored), "the stream did not move whole to the new owner"

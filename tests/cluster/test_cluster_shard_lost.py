@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from ops.redis_cluster import LocalCluster
+from ops.local.redis_cluster import LocalCluster
 from tests.support import async_wait_until, open_client, scaled
 from tests.support.client import ServerError, WsClient
 

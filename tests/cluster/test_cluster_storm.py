@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import pytest
 
-from ops.redis_cluster import LocalCluster
+from ops.local.redis_cluster import LocalCluster
 from tests.support import open_client, scaled
 from tests.support.http import history_ids
 from tests.support.ids import assert_ids_equal

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from ops import drill, drill_shards, procs
-from ops.drill_shard_faults import ShardView
+from ops.drill import drill
+from ops.drill import shards as drill_shards
+from ops.local import procs
+from ops.drill.shard_faults import ShardView
 from tests.support.programs import require
 from tests.support.timeouts import scaled
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from ops import procs
-from ops.redis_cluster import LocalCluster, key_slot
+from ops.local import procs
+from ops.local.redis_cluster import LocalCluster, key_slot
 from tests.support.programs import require
 from tests.support.timeouts import scaled
 
@@ -60,10 +60,10 @@ def test_killed_master_is_replaced_and_every_node_stopped(tmp_path: Path) -> Non
 
 
 def test_command_line_prints_the_seeds_and_stops_every_node_on_sigterm(tmp_path: Path) -> None:
-    """``python -m ops.redis_cluster`` as an operator runs it: one JSON line
+    """``python -m ops.local.redis_cluster`` as an operator runs it: one JSON line
     with ``REDIS_CLUSTER_NODES``, then SIGTERM leaves no node behind."""
     require("redis-server", "redis-cli")
-    proc = subprocess.Popen([sys.executable, "-m", "ops.redis_cluster", "--dir", str(tmp_path / "c")],
+    proc = subprocess.Popen([sys.executable, "-m", "ops.local.redis_cluster", "--dir", str(tmp_path / "c")],
                             cwd=procs.REPO_ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from ops import cluster, probes, procs
+from ops.local import cluster, probes, procs
 from tests.support.programs import require
 from tests.support.timeouts import scaled
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ops import procs
+from ops.local import procs
 
 from tests.support.programs import require
 

@@ -11,20 +11,20 @@ until it is confirmed, so nothing is stored twice either.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from ops import procs
-from ops.procs import Proc
+from ops.local import procs
+from ops.local.probes import stream_entries
+from ops.local.procs import Proc
 from streams.keys import Keys
 from tests.support import Instance, RedisServer
 from tests.support.client import WsClient
 from tests.support.http import history
 from tests.support.programs import require
-from tests.support.timeouts import scaled
+from tests.support.waiting import async_wait_until
 
 from .traffic import (
     Connect,
@@ -34,7 +34,6 @@ from .traffic import (
     confirmed_count,
     shut_down,
     stop_publishers,
-    stream_entries,
     wait_confirmed,
 )
 
@@ -86,17 +85,14 @@ async def test_clients_resume_through_nginx_after_an_instance_dies(
         await wait_confirmed(pubs, tasks, BEFORE)
 
         a.kill()
-        killed_at = time.monotonic()
-        deadline = killed_at + scaled(20)
-        while not all(len(s.joined) >= 2 for s in on_a):
-            assert time.monotonic() < deadline, {s.name: (s.instances, s.closes) for s in on_a}
-            await asyncio.sleep(0.05)
+        await async_wait_until(lambda: all(len(s.joined) >= 2 for s in on_a), 20, interval=0.05,
+                               message=lambda: str({s.name: (s.instances, s.closes) for s in on_a}))
         await wait_confirmed(pubs, tasks, confirmed_count(pubs) + AFTER)
         await stop_publishers(stop, tasks)
 
         stored = await history(b, room)
         with redis_server.client() as r:
-            raw = stream_entries(r, KEYS, room)
+            raw = stream_entries(r, KEYS.log(room))
         for s in subs:
             await s.wait_for(stored[-1]["id"])
         check_account(stored, raw, pubs, subs)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from importlib import resources
@@ -37,12 +36,11 @@ from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from ops import probes
+from ops.local import probes
 from streams.keys import Keys
 from streams.log import ReplicaAcks, RoomLog
 from streams.retry import RetryPolicy
-from tests.support import RedisServer, wait_until
-from tests.support.timeouts import scaled
+from tests.support import RedisServer, async_wait_until, wait_until
 
 pytestmark = [pytest.mark.failover, pytest.mark.timeout(60)]
 
@@ -139,19 +137,20 @@ async def put_to_sleep(sleeper: aioredis.Redis, port: int) -> asyncio.Task[Any]:
     """Start ``DEBUG SLEEP`` and return once the server is inside it
     (a PING from a third connection then goes unanswered)."""
     task = asyncio.create_task(sleeper.execute_command("DEBUG", "SLEEP", SLEEP_S))
-    deadline = time.monotonic() + scaled(SLEEP_S)
-    while True:
+
+    async def asleep() -> bool:
         probe = aioredis.Redis(host="127.0.0.1", port=port, socket_timeout=PROBE_TIMEOUT_S,
                                socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
         try:
             await probe.ping()
         except redis.exceptions.TimeoutError:
-            return task
+            return True
         finally:
             await probe.aclose()
-        if time.monotonic() > deadline:
-            raise AssertionError("DEBUG SLEEP did not take hold")
-        await asyncio.sleep(0.005)
+        return False
+
+    await async_wait_until(asleep, SLEEP_S, interval=0.005, message="DEBUG SLEEP did not take hold")
+    return task
 
 
 CASES = [

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import redis
 
-from ops import procs
+from ops.local import procs
 from tests.support import Instance
 from tests.support.instance import InstanceStartError
 from tests.support.programs import require

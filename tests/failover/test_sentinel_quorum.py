@@ -17,14 +17,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ops import probes
+from ops.local import probes
+from ops.local.probes import stream_entries
 from tests.support.client import ServerError, WsClient
 from tests.support.http import history
 from tests.support.timeouts import scaled
 
 from .apps import KEYS, Instances
 from .topology import Topology
-from .traffic import stream_entries
 
 pytestmark = [pytest.mark.failover, pytest.mark.timeout(120)]
 
@@ -86,7 +86,7 @@ async def test_no_quorum_means_no_promotion_and_clean_refusals(
         assert [m["body"]["cid"] for m in stored] == ["before", *cids, "after"], stored
         assert [m["id"] for m in stored] == list(stored_ids.values())
         with new.client() as r:
-            raw = stream_entries(r, KEYS, room)
+            raw = stream_entries(r, KEYS.log(room))
         assert [f.get("c") for _sid, f in raw] == [f"c:{c}" for c in stored_ids], raw
     finally:
         for c in [client, *others]:

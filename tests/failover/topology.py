@@ -1,7 +1,7 @@
 """A Redis master, two replicas and three sentinels as real local processes.
 
-Started with ``ops.procs`` from the shipped ops/ templates. Every node also
-listens on 127.0.0.1, so the ``ops.probes`` checks work unchanged; a node may
+Started with ``ops.local.procs`` from the shipped ops/ templates. Every node also
+listens on 127.0.0.1, so the ``ops.local.probes`` checks work unchanged; a node may
 in addition get its own loopback address (``hosts``), which it then uses for
 replication in both directions and announces to Sentinel. Inside a network
 namespace that lets a test drop the traffic between particular nodes.
@@ -26,9 +26,9 @@ from pathlib import Path
 
 import redis
 
-from ops import probes, procs, render
-from ops.procs import LOOPBACK, Proc
-from ops.render import MASTER_NAME
+from ops.local import probes, procs, render
+from ops.local.procs import LOOPBACK, Proc
+from ops.local.render import MASTER_NAME
 from tests.support.timeouts import scaled
 
 # What a topology runs.

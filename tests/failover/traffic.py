@@ -12,6 +12,10 @@
   each client_id is stored once, no subscriber received an id the history
   lacks, and each subscriber received exactly the history after its join
   point, in order.
+
+What a node really holds is read with ``ops.local.probes.stream_entries`` and
+the stall of a run measured with ``ops.drill.report.longest_gap``, the same
+functions the drill uses.
 """
 
 from __future__ import annotations
@@ -20,17 +24,16 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
 from websockets.exceptions import WebSocketException
 
-from streams.keys import Keys
 from tests.support.client import Closed, ServerError, WsClient
 from tests.support.ids import assert_ids_equal, id_key
 from tests.support.timeouts import scaled
+from tests.support.waiting import async_wait_until
 
 Connect = Callable[[], Awaitable[WsClient]]
 
@@ -223,17 +226,18 @@ class Subscriber:
 
     async def wait_for(self, last_id: str, timeout: float = 20.0) -> None:
         """Wait until ``last_id`` has been received (ids arrive in order)."""
-        deadline = time.monotonic() + scaled(timeout)
-        while last_id not in self.received:
+        def arrived() -> bool:
+            if last_id in self.received:
+                return True
             if self._watch is not None and self._watch.done():
                 self._watch.result()  # a failed resume surfaces here
                 raise AssertionError(f"{self.name}: socket closed {self.closes} "
                                      f"after {len(self.received)} ids")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{self.name}: {last_id} not received within "
-                                     f"{scaled(timeout):.0f}s; got {len(self.received)} ids, "
-                                     f"last {self.received[-3:]}, closes {self.closes}")
-            await asyncio.sleep(0.02)
+            return False
+
+        await async_wait_until(arrived, timeout, message=lambda: (
+            f"{self.name}: {last_id} not received; got {len(self.received)} ids, "
+            f"last {self.received[-3:]}, closes {self.closes}"))
 
     async def close(self) -> None:
         self._stopping = True
@@ -244,28 +248,7 @@ class Subscriber:
             await asyncio.gather(self._watch, return_exceptions=True)
 
 
-# -- reading what was stored ------------------------------------------------------
-
-
-def stream_entries(client: redis.Redis, keys: Keys, room: str) -> list[tuple[str, dict[str, str]]]:
-    """Every entry of the room's stream on one node, read directly (no watermark)."""
-    key = keys.log(room)
-    out: list[tuple[str, dict[str, str]]] = []
-    start = "-"
-    while True:
-        rows = client.xrange(key, min=start, max="+", count=1000)
-        out += [(str(sid), dict(fields)) for sid, fields in rows]
-        if len(rows) < 1000:
-            return out
-        start = "(" + str(rows[-1][0])
-
-
 # -- accounting ----------------------------------------------------------------------
-
-
-def longest_gap(times: Iterable[float]) -> float:
-    ordered = sorted(times)
-    return max((b - a for a, b in zip(ordered, ordered[1:])), default=0.0)
 
 
 def check_account(history: Sequence[dict[str, Any]], raw: Sequence[tuple[str, dict[str, str]]],
@@ -337,16 +320,18 @@ def confirmed_count(publishers: Sequence[Publisher]) -> int:
 async def wait_confirmed(publishers: Sequence[Publisher], tasks: Sequence[asyncio.Task[None]],
                          count: int, timeout: float = 20.0) -> None:
     """Wait until ``count`` messages are confirmed in all; a failed publisher fails fast."""
-    deadline = time.monotonic() + scaled(timeout)
-    while confirmed_count(publishers) < count:
-        for t in tasks:
-            if t.done():
-                t.result()
-                raise AssertionError(f"{t.get_name()} stopped early")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"only {confirmed_count(publishers)} of {count} messages "
-                                 f"confirmed after {scaled(timeout):.0f}s")
-        await asyncio.sleep(0.02)
+    await async_wait_until(lambda: confirmed_count(publishers) >= count or fail_fast(tasks), timeout,
+                           message=lambda: f"only {confirmed_count(publishers)} of {count} messages confirmed")
+
+
+def fail_fast(tasks: Sequence[asyncio.Task[None]]) -> bool:
+    """A poll predicate's guard: a traffic task that ended before it was told
+    to fails the wait at once (with its own exception, if it raised)."""
+    for t in tasks:
+        if t.done():
+            t.result()
+            raise AssertionError(f"{t.get_name()} stopped early")
+    return False
 
 
 async def stop_publishers(stop: asyncio.Event, tasks: Sequence[asyncio.Task[None]]) -> None:

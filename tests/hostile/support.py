@@ -18,7 +18,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tests.support import Instance, InstanceStartError
+from tests.support import Instance, InstanceStartError, wait_until
 from tests.support.timeouts import scaled
 
 # -- metrics -------------------------------------------------------------------
@@ -150,22 +150,22 @@ class UnreadyInstance(Instance):
     business."""
 
     def _wait_ready(self, timeout: float) -> None:
-        assert self.proc is not None
-        deadline = time.monotonic() + scaled(timeout)
+        proc = self.proc
+        assert proc is not None
         with httpx.Client(base_url=self.url, timeout=scaled(2)) as http:
-            while True:
-                if self.proc.poll() is not None:
-                    raise InstanceStartError(
-                        f"instance {self.name} exited with {self.proc.returncode}\n{self.log_tail()}"
-                    )
+
+            def healthy() -> bool:
+                if proc.poll() is not None:
+                    raise InstanceStartError(f"instance {self.name} exited with {proc.returncode}\n{self.log_tail()}")
                 try:
-                    if http.get("/healthz").status_code == 200:
-                        return
+                    return http.get("/healthz").status_code == 200
                 except httpx.TransportError:
-                    pass
-                if time.monotonic() >= deadline:
-                    raise InstanceStartError(f"instance {self.name} never answered /healthz\n{self.log_tail()}")
-                time.sleep(0.05)
+                    return False
+
+            try:
+                wait_until(healthy, timeout, interval=0.05)
+            except AssertionError:
+                raise InstanceStartError(f"instance {self.name} never answered /healthz\n{self.log_tail()}") from None
 
 
 def write_pem(path: Path, text: str) -> Path:

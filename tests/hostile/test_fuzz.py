@@ -55,6 +55,7 @@ from tests.hostile.rawws import (
 from tests.hostile.support import LogMark, metric
 from tests.support import Instance, WsClient
 from tests.support.timeouts import scaled
+from tests.support.waiting import async_wait_until
 
 T = TypeVar("T")
 
@@ -601,10 +602,10 @@ def test_every_generated_frame_gets_its_documented_answer(rig: Rig) -> None:
             assert peer.reader.violations == [], peer.reader.violations
         # Every throwaway connection is gone from the instance's books.
         live = 2 + len(rig.peers)  # peers, bystander, ticker
-        deadline = time.monotonic() + scaled(5)
-        while (n := await metric(rig.inst, "websocket_connections", instance=rig.inst.instance_id)) != live:
-            assert time.monotonic() < deadline, f"{n} connections open, expected {live}"
-            await asyncio.sleep(0.05)
+        async def settled() -> bool:
+            return await metric(rig.inst, "websocket_connections", instance=rig.inst.instance_id) == live
+
+        await async_wait_until(settled, 5, interval=0.05, message=f"connections open, expected {live}")
 
     rig.run(finish())
     assert rig.mark.problems(ignore=(UTF8_RECORD,)) == []

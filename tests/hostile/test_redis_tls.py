@@ -27,6 +27,7 @@ from tests.hostile.support import LogMark, UnreadyInstance, metric
 from tests.support import Instance, ServerError, async_wait_until, new_client_id, open_client
 from tests.support.ports import free_port
 from tests.support.processes import kill, tail, terminate
+from tests.support.redis_server import answers_ping
 from tests.support.timeouts import scaled
 
 pytestmark = pytest.mark.skipif(
@@ -112,19 +113,9 @@ class TlsRedis:
 
     def _ready(self) -> bool:
         assert self.proc is not None
-        deadline = time.monotonic() + scaled(10)
         client = self.client()
         try:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    return False
-                try:
-                    if client.ping():
-                        return True
-                except redis.ConnectionError:
-                    pass
-                time.sleep(0.05)
-            return False
+            return answers_ping(self.proc, client, 10)
         finally:
             client.close()
 

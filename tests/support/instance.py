@@ -7,16 +7,18 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
 
+from ops.local.procs import is_alive
+
 from .ports import free_port
-from .processes import alive, kill, tail, terminate
+from .processes import kill, tail, terminate
 from .timeouts import scaled
+from .waiting import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -142,31 +144,36 @@ class Instance:
         return self
 
     def _wait_ready(self, timeout: float) -> None:
-        assert self.proc is not None
-        deadline = time.monotonic() + scaled(timeout)
+        """Until /healthz, then /readyz, answer 200; a process that exits
+        first, or never gets there, is an InstanceStartError with its log."""
+        proc = self.proc
+        assert proc is not None
         pending = ["/healthz", "/readyz"]
         with httpx.Client(base_url=self.url, timeout=scaled(2)) as http:
-            while pending:
-                if self.proc.poll() is not None:
+
+            def ready() -> bool:
+                if proc.poll() is not None:
                     raise InstanceStartError(
-                        f"instance {self.name} exited with {self.proc.returncode} during start-up\n"
+                        f"instance {self.name} exited with {proc.returncode} during start-up\n"
                         f"--- log tail ---\n{self.log_tail()}"
                     )
                 try:
-                    if http.get(pending[0]).status_code == 200:
+                    while pending and http.get(pending[0]).status_code == 200:
                         pending.pop(0)
-                        continue
                 except httpx.TransportError:
                     pass
-                if time.monotonic() >= deadline:
-                    raise InstanceStartError(
-                        f"instance {self.name} not ready ({pending[0]}) after {scaled(timeout):.0f}s\n"
-                        f"--- log tail ---\n{self.log_tail()}"
-                    )
-                time.sleep(0.05)
+                return not pending
+
+            try:
+                wait_until(ready, timeout, interval=0.05)
+            except AssertionError:
+                raise InstanceStartError(
+                    f"instance {self.name} not ready ({pending[0]}) after {scaled(timeout):.0f}s\n"
+                    f"--- log tail ---\n{self.log_tail()}"
+                ) from None
 
     def is_running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None and alive(self.proc.pid)
+        return self.proc is not None and self.proc.poll() is None and is_alive(self.proc.pid)
 
     def stop(self, grace: float = 15.0) -> int | None:
         """SIGTERM, then SIGKILL after `grace` seconds. Returns the exit code."""

@@ -1,19 +1,13 @@
-"""Free loopback ports for the processes a test starts."""
+"""Free loopback ports for the processes a test starts.
+
+The same choice the local launcher makes (``ops.local.procs.free_port``):
+below the kernel's ephemeral range, so no client's connect() can take the
+port between its choice and the server binding it, never a default Redis or
+Sentinel port (a shared one may listen there), never twice in one run.
+"""
 
 from __future__ import annotations
 
-import socket
+from ops.local.procs import free_port
 
-# A shared Redis (and Sentinel) listen on the default ports: never touch them.
-from ops.procs import RESERVED_PORTS as _RESERVED
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if port not in _RESERVED:
-            return port
-    raise RuntimeError("no free loopback port found")
+__all__ = ["free_port"]

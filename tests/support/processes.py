@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 from pathlib import Path
+
+from ops.local.procs import log_tail
 
 from .timeouts import scaled
 
@@ -41,16 +42,4 @@ def rss_bytes(pid: int) -> int:
 
 def tail(path: Path, lines: int = 60) -> str:
     """The last `lines` lines of a log file, or a note when there is none."""
-    try:
-        text = path.read_text(errors="replace")
-    except FileNotFoundError:
-        return f"<no log at {path}>"
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    return log_tail(path, lines)

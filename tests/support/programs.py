@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ops.procs import missing_programs
+from ops.local.procs import missing_programs
 
 
 def require(*names: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import redis
@@ -13,6 +12,25 @@ import redis
 from .ports import free_port
 from .processes import kill, tail, terminate
 from .timeouts import scaled
+from .waiting import wait_until
+
+
+def answers_ping(proc: subprocess.Popen[bytes], client: redis.Redis, timeout: float) -> bool:
+    """Whether a just-started server answers PING in time; False as soon as it
+    exits (e.g. the port was taken in between: the caller tries another)."""
+
+    def settled() -> str | None:
+        if proc.poll() is not None:
+            return "exited"
+        try:
+            return "ready" if client.ping() else None
+        except redis.RedisError:  # refused, timed out, still loading
+            return None
+
+    try:
+        return wait_until(settled, timeout) == "ready"
+    except AssertionError:  # never answered
+        return False
 
 
 class RedisServer:
@@ -77,19 +95,9 @@ class RedisServer:
 
     def _wait_ready(self, timeout: float) -> bool:
         assert self.proc is not None
-        deadline = time.monotonic() + scaled(timeout)
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1, socket_connect_timeout=1)
         try:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    return False  # e.g. the port was taken in between: try another
-                try:
-                    if client.ping():
-                        return True
-                except redis.RedisError:  # refused, timed out, still loading
-                    pass
-                time.sleep(0.02)
-            return False
+            return answers_ping(self.proc, client, timeout)
         finally:
             client.close()
 
@@ -107,11 +115,8 @@ class RedisServer:
         try:
             client = replica.client()
             try:
-                deadline = time.monotonic() + scaled(timeout)
-                while client.info("replication").get("master_link_status") != "up":
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"replica of {self.port} never linked up")
-                    time.sleep(0.05)
+                wait_until(lambda: client.info("replication").get("master_link_status") == "up", timeout,
+                           interval=0.05, message=f"replica of {self.port} never linked up")
             finally:
                 client.close()
         except BaseException:

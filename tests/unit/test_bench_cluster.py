@@ -1,11 +1,11 @@
-"""The pure parts of ops.bench_cluster: rooms spread by slot, CPU shares,
+"""The pure parts of ops.load.bench_cluster: rooms spread by slot, CPU shares,
 the comparison against the targets."""
 
 from __future__ import annotations
 
-from ops import bench_cluster as bc
-from ops.loadtest_run import room_name
-from ops.redis_cluster import key_slot
+from ops.load import bench_cluster as bc
+from ops.load.run import room_name
+from ops.local.redis_cluster import key_slot
 
 # What `redis-cli --cluster create` assigns to three masters.
 RANGES = [(a, b, 7000 + m) for a, b, m in bc.CREATE_RANGES]

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from ops import drill
-from ops.drill_faults import FAULTS, DrillError
-from ops.drill_shard_faults import SHARD_FAULTS, room_slot
-from ops.redis_cluster import key_slot
+from ops.drill import drill
+from ops.drill.faults import FAULTS, DrillError
+from ops.drill.shard_faults import SHARD_FAULTS, room_slot
+from ops.local.redis_cluster import key_slot
 
 OPTS = drill.DrillOptions(duration=3.0)
 

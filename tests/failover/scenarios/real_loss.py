@@ -30,6 +30,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from ops.local.probes import stream_entries
 from tests.support.client import WsClient
 from tests.support.http import history
 from tests.support.ids import id_key
@@ -44,7 +45,6 @@ from ..traffic import (
     confirmed_count,
     connector,
     stop_publishers,
-    stream_entries,
     wait_confirmed,
 )
 
@@ -124,7 +124,7 @@ async def scenario(durability: str, root: Path) -> dict[str, Any]:
         await stop_publishers(stop, tasks)
         old: Node = topo.master()
         with old.client() as r:
-            before_cut = [sid for sid, _f in stream_entries(r, KEYS, room)]
+            before_cut = [sid for sid, _f in stream_entries(r, KEYS.log(room))]
         for s in subs:
             await s.wait_for(before_cut[-1])
 
@@ -147,7 +147,7 @@ async def scenario(durability: str, root: Path) -> dict[str, Any]:
             for s in subs:
                 await s.wait_for(last)
         with old.client() as r:
-            accepted = [sid for sid, _f in stream_entries(r, KEYS, room) if sid not in set(before_cut)]
+            accepted = [sid for sid, _f in stream_entries(r, KEYS.log(room)) if sid not in set(before_cut)]
         offsets_after = offsets(topo)
         report["accepted_in_cut"] = accepted
         report["offsets"] = {"before": offsets_before, "after": offsets_after, "master": old.name}
@@ -157,7 +157,7 @@ async def scenario(durability: str, root: Path) -> dict[str, Any]:
         for node in topo.nodes:
             if node is not old:
                 with node.client() as r:
-                    on_replicas[node.name] = [sid for sid, _f in stream_entries(r, KEYS, room)
+                    on_replicas[node.name] = [sid for sid, _f in stream_entries(r, KEYS.log(room))
                                               if sid in set(accepted)]
         report["accepted_on_replicas"] = on_replicas
         report["cut_effective"] = not any(on_replicas.values()) and all(
@@ -189,7 +189,7 @@ async def scenario(durability: str, root: Path) -> dict[str, Any]:
 
         stored = await history(a, room)
         with new.client() as r:
-            raw = stream_entries(r, KEYS, room)
+            raw = stream_entries(r, KEYS.log(room))
         final = [m["id"] for m in stored]
         for s in subs:
             await s.wait_for(final[-1])

@@ -1,4 +1,4 @@
-"""The chat shapes of ``ops.bench``: many small rooms, where the cost is per
+"""The chat shapes of ``ops.load.bench``: many small rooms, where the cost is per
 published message rather than per delivery.
 
 Same machinery as the one-room phases (two fresh instances pinned to one
@@ -29,7 +29,7 @@ the step), redis-server's CPU per message (``/proc``) and its
 the load core used by the generator and Redis together: near 1.0 the load
 side, not the servers, limits the step.
 
-``python -m ops.bench_rooms`` runs the same phases against instances that
+``python -m ops.load.bench_rooms`` runs the same phases against instances that
 are already running (``--url``, ``--server-pid``, ``--redis-pid``,
 ``--redis-url``), without pinning: for a quick look, and for the tests.
 """
@@ -47,7 +47,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from ops import loadtest
+from ops.load import loadtest
 
 PHASES = ("small-rooms", "many-rooms", "shared-rooms")
 # Measured: two instances on one core pass about 500 msg/s in rooms of 10.
@@ -326,7 +326,7 @@ def from_args(a: argparse.Namespace) -> RoomsConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ops.bench_rooms",
+    ap = argparse.ArgumentParser(prog="python -m ops.load.bench_rooms",
                                  description="the room-shape phases against running instances")
     ap.add_argument("--url", action="append", required=True, help="instance base URL (repeat)")
     ap.add_argument("--server-pid", type=int, action="append", default=[])

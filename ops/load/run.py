@@ -1,8 +1,8 @@
 """One load-test run: the subscriber workers, the publishing schedule, the
-progress lines and the report (see :mod:`ops.loadtest` for the tool).
+progress lines and the report (see :mod:`ops.load.loadtest` for the tool).
 
 Publishers and the schedule run in this process on uvloop; subscribers in
-``LoadConfig.procs`` worker processes (:mod:`ops.loadtest_worker`). Process
+``LoadConfig.procs`` worker processes (:mod:`ops.load.worker`). Process
 usage of the servers, the generator itself and any watched pid (Redis) is
 read from /proc at every step boundary and once a second; given
 ``redis_url``, Redis's ``INFO commandstats`` is reset before each step and
@@ -30,9 +30,9 @@ from typing import Any
 
 import redis
 
-from ops import loadtest_stats as st
-from ops.loadtest_client import Publisher
-from ops.loadtest_report import (
+from ops.load import stats as st
+from ops.load.client import Publisher
+from ops.load.report import (
     PubRecord,
     StepPlan,
     ack_latency,
@@ -41,8 +41,8 @@ from ops.loadtest_report import (
     timeline,
     verify,
 )
-from ops.loadtest_worker import worker_main
-from ops.traffic import Endpoint
+from ops.load.worker import worker_main
+from ops.load.traffic import Endpoint
 
 CLOCK = "CLOCK_MONOTONIC (time.monotonic_ns), one clock for every generator process on this host"
 # Above this share of one core the generator itself may be what limits the run.
@@ -510,7 +510,7 @@ class Run:
             for sock, inst in {s["socket"]: s["instance"] for s in f["subs"]}.items():
                 instances[str(inst)] = instances.get(str(inst), 0) + 1
         report = {
-            "tool": "ops.loadtest",
+            "tool": "ops.load.loadtest",
             "label": cfg.label,
             "started_at": started_at,
             "config": {k: v for k, v in asdict(cfg).items() if k != "token"},

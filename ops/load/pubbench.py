@@ -1,6 +1,6 @@
 """What one publish costs: a micro-benchmark of the append path.
 
-``python -m ops.pubbench`` starts its own redis-server (no persistence, a
+``python -m ops.load.pubbench`` starts its own redis-server (no persistence, a
 free loopback port) and measures two things, each over many small rooms
 (chat-shaped traffic; 200 rooms by default):
 
@@ -40,8 +40,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ops import probes, procs
-from ops.loadtest_stats import read_usage
+from ops.local import probes, procs
+from ops.load.stats import read_usage
 
 def _cpu(pid: int) -> float:
     usage = read_usage(pid)
@@ -237,7 +237,7 @@ def _start_app(root: Path, redis_port: int, args: argparse.Namespace) -> procs.P
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ops.pubbench", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m ops.load.pubbench", description=__doc__.split("\n")[0])
     ap.add_argument("--mode", choices=("log", "instance", "both"), default="both")
     ap.add_argument("--appends", type=int, default=20000)
     ap.add_argument("--rooms", type=int, default=200)

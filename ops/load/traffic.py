@@ -21,7 +21,7 @@ too). Everything talks to one WebSocket URL, usually nginx, so each
 
 Every loop is bounded: by the ``stop`` event it is given and by per-step
 deadlines (:class:`Limits`). Nothing here decides what counts as a failure;
-:mod:`ops.drill_report` does, from the records.
+:mod:`ops.drill.report` does, from the records.
 """
 
 from __future__ import annotations

@@ -205,10 +205,8 @@ def check(history: Sequence[Stored], publishes: Sequence[Publish],
     f.unconfirmed = [f"{p.client_id} ({p.outcome})" for p in publishes if p.outcome != "published"]
     f.retried_duplicates = sum(1 for p in confirmed if p.duplicate)
 
-    times = sorted(p.confirmed_at for p in confirmed if p.confirmed_at is not None)
-    gaps = [(b - a, a) for a, b in zip(times, times[1:])]
-    if gaps:
-        f.longest_gap_s, f.longest_gap_from = max(gaps)
+    f.longest_gap_s, f.longest_gap_from = longest_gap(p.confirmed_at for p in confirmed
+                                                     if p.confirmed_at is not None)
     latencies = [p.confirmed_at - p.first_sent for p in confirmed
                  if p.confirmed_at is not None and p.first_sent is not None]
     f.max_latency_s = max(latencies, default=0.0)
@@ -220,6 +218,17 @@ def check(history: Sequence[Stored], publishes: Sequence[Publish],
 
     f.subscribers = [check_subscriber(r, ids) for r in receptions]
     return f
+
+
+def longest_gap(times: Iterable[float]) -> tuple[float, float | None]:
+    """The longest wait between consecutive instants (confirmations, say) and
+    when it began: how long publishing stalled. (0.0, None) for fewer than two."""
+    ordered = sorted(times)
+    gaps = [(b - a, a) for a, b in zip(ordered, ordered[1:])]
+    if not gaps:
+        return 0.0, None
+    length, began = max(gaps)
+    return length, began
 
 
 def entries_erased(old_master_ids: Iterable[str], history_ids: Iterable[str],

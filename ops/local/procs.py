@@ -35,10 +35,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from ops import render
-from ops.render import LOOPBACK
+from ops.local import render
+from ops.local.render import LOOPBACK
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 # Default Redis and Sentinel ports: a shared Redis may run there; never use them.
 RESERVED_PORTS = frozenset({6379, 26379})
 # Short names for uvicorn --ws values that are class paths: "lean" is
@@ -375,7 +375,7 @@ def start_redis(port: int, dir: str | Path, replicaof: int | tuple[str, int] | N
         template = conf or (render.REDIS_REPLICA_CONF if master else render.REDIS_MASTER_CONF)
         text = template.read_text()
         if master:
-            text += f"\n# Added by ops/procs.py at first start.\nreplicaof {master[0]} {master[1]}\n"
+            text += f"\n# Added by ops/local/procs.py at first start.\nreplicaof {master[0]} {master[1]}\n"
         copy.write_text(text)
     elif master:
         cmd += ["--replicaof", master[0], str(master[1])]

@@ -1,8 +1,8 @@
 """A real local Redis Cluster: 3 masters and 3 replicas on loopback.
 
-Used by the test fixtures, the drills and ``python -m ops.redis_cluster``.
+Used by the test fixtures, the drills and ``python -m ops.local.redis_cluster``.
 Each node is a ``redis-server --cluster-enabled yes`` process, started
-through :mod:`ops.procs` (detached, logged, stopped by recorded pid only), in
+through :mod:`ops.local.procs` (detached, logged, stopped by recorded pid only), in
 its own directory, without persistence. The cluster is formed with
 ``redis-cli --cluster create ... --cluster-replicas 1 --cluster-yes``.
 
@@ -48,15 +48,17 @@ from pathlib import Path
 import redis
 from redis.crc import key_slot as _key_slot
 
-from ops import procs
-from ops.procs import LOOPBACK, Proc
+from ops.local import procs
+from ops.local.procs import LOOPBACK, Proc
 
 MASTERS = 3
 NODE_TIMEOUT_MS = 2000
 BUS_OFFSET = 10000
 MAX_PORT = 65535 - BUS_OFFSET
-# Node ports; their bus twins fall in 21000-32000, below the ephemeral range.
-LOW_PORT, HIGH_PORT = 11000, 22000
+# Node ports (Redis Cluster's customary 7000s) with their bus twins in
+# 17000-19999: below both the kernel's ephemeral range and the range
+# procs.free_ports draws every other server's port from (20000 up).
+LOW_PORT, HIGH_PORT = 7000, 10000
 # Attempts at a node whose port was taken between the check and its bind.
 SPAWN_ATTEMPTS = 5
 
@@ -76,7 +78,8 @@ def cluster_ports(n: int) -> list[int]:
     Both are drawn below the kernel's ephemeral range (32768 and up on
     Linux), where no outgoing connection is ever given a local port: a free
     twin found there stays free until the node binds it, while one in the
-    ephemeral range can be taken by any connect() in between.
+    ephemeral range can be taken by any connect() in between. They are below
+    procs.free_ports' range too, so no other server of ours takes them.
     """
     chosen: list[int] = []
     for _ in range(500):
@@ -383,7 +386,7 @@ def key_slot(key: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a cluster in the foreground until Ctrl-C or SIGTERM."""
-    parser = argparse.ArgumentParser(prog="python -m ops.redis_cluster", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ops.local.redis_cluster", description=__doc__.split("\n")[0])
     parser.add_argument("--dir", type=Path, default=None, help="node directories (default: a temp dir)")
     parser.add_argument("--timeout", type=float, default=60.0)
     args = parser.parse_args(argv)

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ops import loadtest_stats as st
+from ops.load import stats as st
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The Redis Cluster topology of ``python -m ops.cluster up --redis cluster``.
 
 Six ``redis-server --cluster-enabled yes`` nodes (three masters, three
-replicas) formed by :class:`ops.redis_cluster.LocalCluster`, app instances in
+replicas) formed by :class:`ops.local.redis_cluster.LocalCluster`, app instances in
 cluster mode (``REDIS_CLUSTER_NODES``, ``DURABILITY=replica``) and nginx in
 front: the Sentinel topology of :mod:`ops.cluster` with the one Redis master
 replaced by three shards.
@@ -25,9 +25,9 @@ from pathlib import Path
 
 import redis
 
-from ops import procs
-from ops.procs import LOOPBACK, Proc
-from ops.redis_cluster import LocalCluster, node_args
+from ops.local import procs
+from ops.local.procs import LOOPBACK, Proc
+from ops.local.redis_cluster import LocalCluster, node_args
 
 
 class RecordedCluster(LocalCluster):

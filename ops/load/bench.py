@@ -1,4 +1,4 @@
-"""``python -m ops.bench``: the standard benchmark scenario (``make bench``).
+"""``python -m ops.load.bench``: the standard benchmark scenario (``make bench``).
 
 On a machine with two or more cores: the two instances share core 0
 (``taskset -c 0``); Redis and the generator share core 1. For each uvicorn
@@ -16,7 +16,7 @@ WebSocket implementation asked for (``--ws``), on fresh instances each time:
    has received all 10,000 (verified: count, order, last id) and ``joined``.
 
 The shapes chat products have, where the cost is per published message
-rather than per delivery (``ops.bench_rooms``; not in the default run):
+rather than per delivery (``ops.load.bench_rooms``; not in the default run):
 
 5. ``small-rooms``: 200 rooms of 10 (2,000 sockets), two publisher sockets,
    ~100-byte bodies round-robin over the rooms, the rate stepped up.
@@ -47,10 +47,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ops import bench_rooms, loadtest
-from ops import loadtest_stats as st
-from ops import probes, procs
-from ops.loadtest_client import (
+from ops.load import bench_rooms, loadtest
+from ops.load import stats as st
+from ops.local import probes, procs
+from ops.load.client import (
     Publisher,
     ReplayState,
     SubState,
@@ -60,7 +60,7 @@ from ops.loadtest_client import (
     replay_join,
     use_uvloop,
 )
-from ops.traffic import Endpoint
+from ops.load.traffic import Endpoint
 
 # "lean": streamgate's own protocol class for /ws (procs.WS_ALIASES); the
 # others are uvicorn's, with /ws through the ASGI app.
@@ -458,7 +458,7 @@ def summary_table(results: dict[str, Any]) -> str:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Scenario:
-    ap = argparse.ArgumentParser(prog="python -m ops.bench", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m ops.load.bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--ws", default="all",
                     help=f"comma list of uvicorn --ws implementations, or all ({','.join(WS_IMPLS)})")
     ap.add_argument("--phases", default="fixed,steps,idle,replay")

@@ -1,4 +1,4 @@
-"""``python -m ops.loadtest``: fan-out load against streamgate instances.
+"""``python -m ops.load.loadtest``: fan-out load against streamgate instances.
 
 Opens N subscriber sockets spread over one or more instance URLs (or one
 nginx URL) and R rooms (each socket in one room, or in ``--rooms-per-socket``
@@ -18,7 +18,7 @@ report says ``generator.saturated`` and its latencies are not to be trusted.
 
 Example (two instances, AUTH_MODE=none, publish rate limit raised)::
 
-    python -m ops.loadtest --url http://127.0.0.1:8001 --url http://127.0.0.1:8002 \\
+    python -m ops.load.loadtest --url http://127.0.0.1:8001 --url http://127.0.0.1:8002 \\
         --subscribers 1000 --steps 10,20,50 --step-seconds 10 \\
         --server-pid 1234 --server-pid 1235 --out bench/results/run.json
 """
@@ -35,12 +35,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ops.loadtest_client import HAVE_PICOWS, raise_nofile, use_uvloop
-from ops.loadtest_run import LoadConfig, Run, fmt_ms
+from ops.load.client import HAVE_PICOWS, raise_nofile, use_uvloop
+from ops.load.run import LoadConfig, Run, fmt_ms
 
 __all__ = ["LoadConfig", "RESULTS_DIR", "main", "run", "summary_lines", "write_outputs"]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 # Beside the sources in a checkout; under the working directory when ops/ is
 # an installed package (never inside site-packages).
 RESULTS_DIR = (REPO_ROOT if (REPO_ROOT / "pyproject.toml").is_file() else Path()) / "bench" / "results"
@@ -53,7 +53,7 @@ def write_outputs(report: dict[str, Any], out: str | Path, chart: bool = True) -
     files = {"json": str(path)}
     if chart:
         try:
-            from ops.loadtest_chart import draw
+            from ops.load.chart import draw
 
             png = path.with_suffix(".png")
             draw(report, png)
@@ -113,7 +113,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> LoadConfig:
-    ap = argparse.ArgumentParser(prog="python -m ops.loadtest", description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(prog="python -m ops.load.loadtest", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--url", action="append", required=True,
                     help="instance or nginx base URL, http://host:port (repeat to spread)")

@@ -1,4 +1,4 @@
-"""``python -m ops.bench_cluster``: one Redis against a 3-shard Redis Cluster,
+"""``python -m ops.load.bench_cluster``: one Redis against a 3-shard Redis Cluster,
 the same fan-out scenario, in one run.
 
 Why: a cluster is worth its extra parts only if the work really spreads
@@ -8,17 +8,17 @@ This measures both, back to back, on fresh instances each time:
 1. ``single``: one Redis master with one replica (each shard of the
    cluster has one too), two instances with ``REDIS_URL``.
 2. ``cluster``: three masters and three replicas
-   (:class:`ops.redis_cluster.LocalCluster`), two instances with
+   (:class:`ops.local.redis_cluster.LocalCluster`), two instances with
    ``REDIS_CLUSTER_NODES``.
 
-The scenario (:mod:`ops.loadtest`, every delivery verified by id): ``--rooms``
+The scenario (:mod:`ops.load.loadtest`, every delivery verified by id): ``--rooms``
 rooms (300) of ``--room-size`` members (8), the members of each room
 alternating between the two instances, one lane per room, ``--rate``
 messages/s round-robin over the rooms for ``--seconds``. The run id is
 chosen so that the rooms' slots split evenly over the cluster's masters
 (no master owns more than one room more than its share).
 
-Pinning as in ``ops.bench``: the two instances share core 0; every Redis
+Pinning as in ``ops.load.bench``: the two instances share core 0; every Redis
 node and the generator share core 1. Figures:
 
 - per delivery: the instances' CPU, the masters' CPU (``/proc``, over the
@@ -46,10 +46,11 @@ from typing import Any
 
 import redis
 
-from ops import bench, loadtest, probes, procs
-from ops.loadtest_run import room_name
-from ops.procs import LOOPBACK
-from ops.redis_cluster import LocalCluster, key_slot
+from ops.load import bench, loadtest
+from ops.local import probes, procs
+from ops.load.run import room_name
+from ops.local.procs import LOOPBACK
+from ops.local.redis_cluster import LocalCluster, key_slot
 
 SHARE_TOLERANCE = 0.15  # each master's share of the masters' CPU: a third, ±15 % of it
 COST_TOLERANCE = 0.10  # cluster cost per delivery: within 10 % of single Redis
@@ -290,7 +291,7 @@ def summary_md(opts: Options, single: dict[str, Any], cluster: dict[str, Any],
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
-    ap = argparse.ArgumentParser(prog="python -m ops.bench_cluster", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m ops.load.bench_cluster", description=__doc__.split("\n")[0])
     d = Options()
     ap.add_argument("--rooms", type=int, default=d.rooms)
     ap.add_argument("--room-size", type=int, default=d.room_size)

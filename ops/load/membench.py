@@ -1,6 +1,6 @@
-"""``python -m ops.membench``: what sockets that never read cost an instance.
+"""``python -m ops.load.membench``: what sockets that never read cost an instance.
 
-One instance on a private Redis (cores as in ``ops.bench``), rooms of
+One instance on a private Redis (cores as in ``ops.load.bench``), rooms of
 ``--entries`` x ``--body`` bytes written straight into their streams. Each
 client connects with a small receive buffer and an internet-sized MSS (so
 that the kernel, which buffers a few MB per socket on loopback's 64 KB MSS,
@@ -40,9 +40,10 @@ from typing import Any
 
 import redis
 
-from ops import loadtest, procs
-from ops.bench import Stack, _cores
-from ops.loadtest_client import raise_nofile
+from ops.load import loadtest
+from ops.local import procs
+from ops.load.bench import Stack, _cores
+from ops.load.client import raise_nofile
 from streams.keys import Keys
 
 MSS = 1460
@@ -253,7 +254,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m ops.membench", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m ops.load.membench", description=__doc__.split("\n")[0])
     ap.add_argument("--phases", default="one,many")
     ap.add_argument("--ws", default="lean")
     ap.add_argument("--entries", type=int, default=10_000)

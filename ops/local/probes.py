@@ -25,8 +25,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ops.procs import LOOPBACK, Proc, wait_until
-from ops.render import MASTER_NAME
+from ops.local.procs import LOOPBACK, Proc, wait_until
+from ops.local.render import MASTER_NAME
 
 
 def client(port: int, host: str = LOOPBACK, timeout: float = 1.0) -> redis.Redis:
@@ -61,6 +61,19 @@ def replica_link_up(port: int) -> bool:
     except redis.RedisError:
         return False
     return info.get("role") == "slave" and info.get("master_link_status") == "up"
+
+
+def stream_entries(r: redis.Redis, key: str, page: int = 1000) -> list[tuple[str, dict[str, str]]]:
+    """Every entry of one stream on one node, read directly in pages: what a
+    node really holds, including entries past any confirmed watermark."""
+    out: list[tuple[str, dict[str, str]]] = []
+    start = "-"
+    while True:
+        rows = r.xrange(key, min=start, max="+", count=page)
+        out += [(str(sid), dict(fields)) for sid, fields in rows]
+        if len(rows) < page:
+            return out
+        start = f"({rows[-1][0]}"
 
 
 def sentinel_master_addr(port: int, master_name: str = MASTER_NAME) -> tuple[str, int] | None:

@@ -32,10 +32,10 @@ from pathlib import Path
 
 import redis
 
-from ops import cluster, cluster_shards, probes, procs
-from ops.drill_faults import DrillError, FaultResult
-from ops.procs import LOOPBACK, Proc
-from ops.redis_cluster import NODE_TIMEOUT_MS, key_slot
+from ops.local import cluster, cluster_shards, probes, procs
+from ops.drill.faults import DrillError, FaultResult
+from ops.local.procs import LOOPBACK, Proc
+from ops.local.redis_cluster import NODE_TIMEOUT_MS, key_slot
 
 SHARD_FAULTS = ("kill-shard-master", "freeze-shard-master", "migrate-slot")
 FREEZE_S = 3 * NODE_TIMEOUT_MS / 1000  # long enough for the replica to be promoted

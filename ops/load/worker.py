@@ -21,9 +21,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ops.loadtest_client import SubState, Tally, open_many, raise_nofile, use_uvloop
-from ops.loadtest_stats import sparse
-from ops.traffic import Endpoint
+from ops.load.client import SubState, Tally, open_many, raise_nofile, use_uvloop
+from ops.load.stats import sparse
+from ops.load.traffic import Endpoint
 
 _mono = time.monotonic_ns
 

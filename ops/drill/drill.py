@@ -7,14 +7,14 @@
 Against a Redis Cluster (``ops.cluster up --redis cluster``, or ``--own
 --redis cluster``) the faults are the cluster's own (kill-shard-master,
 freeze-shard-master, migrate-slot; ``all`` runs them in that order) and each
-phase publishes to one room per shard: see :mod:`ops.drill_shards`.
+phase publishes to one room per shard: see :mod:`ops.drill.shards`.
 
 Each fault is one phase on a fresh room: subscribers join, publishers start
-(:mod:`ops.traffic`), the fault is injected after ~30 % of ``--duration``
-(:mod:`ops.drill_faults`), traffic runs on until ``--duration`` and at least a
+(:mod:`ops.load.traffic`), the fault is injected after ~30 % of ``--duration``
+(:mod:`ops.drill.faults`), traffic runs on until ``--duration`` and at least a
 few seconds past the end of the fault, publishers finish their message in
 flight, the room's final history is read over HTTP, subscribers get time to
-receive its last id, and :mod:`ops.drill_report` compares everything by id.
+receive its last id, and :mod:`ops.drill.report` compares everything by id.
 Then the cluster is restored (killed node started again, sentinels see it)
 before the next phase. ``--own`` starts a private cluster (two replicas) in a
 temporary state dir and stops it at the end; ``--cluster DIR`` uses a running
@@ -42,14 +42,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ops import cluster, drill_report, procs
-from ops.drill_faults import EXTRA_FAULTS, FAULTS, INJECT, ClusterView, DrillError, FaultResult
-from ops.drill_report import Findings, Publish, Reception, Stored
-from ops.drill_shard_faults import SHARD_FAULTS, ShardView
-from ops.traffic import Endpoint, Limits, Traffic, read_history
+from ops.drill import report
+from ops.local import cluster, procs
+from ops.drill.faults import EXTRA_FAULTS, FAULTS, INJECT, ClusterView, DrillError, FaultResult
+from ops.drill.report import Findings, Publish, Reception, Stored
+from ops.drill.shard_faults import SHARD_FAULTS, ShardView
+from ops.load.traffic import Endpoint, Limits, Traffic, read_history
 
-if TYPE_CHECKING:  # ops.drill_shards builds on this module
-    from ops.drill_shards import ShardPhaseReport
+if TYPE_CHECKING:  # ops.drill.shards builds on this module
+    from ops.drill.shards import ShardPhaseReport
 
 MIN_AFTER_FAULT_S = 3.0  # traffic keeps running at least this long after a fault ends
 SETTLE_S = 20.0  # subscribers get this long to receive the last stored id
@@ -161,7 +162,7 @@ async def run_phase(view: ClusterView, fault: str, opts: DrillOptions, *,
     if restore or fault == "freeze-master":
         await asyncio.to_thread(result.restore)
 
-    findings = drill_report.check([Stored(m.id, m.client_id) for m in history],
+    findings = report.check([Stored(m.id, m.client_id) for m in history],
                                   _publishes(traffic), _receptions(traffic),
                                   fault_at=result.started)
     problems = list(result.problems) + findings.problems()
@@ -169,7 +170,7 @@ async def run_phase(view: ClusterView, fault: str, opts: DrillOptions, *,
         problems.append(f"subscribers did not all receive the last stored id within {SETTLE_S:.0f}s")
     erased = None
     if fault == "freeze-master":
-        erased = drill_report.entries_erased(
+        erased = report.entries_erased(
             result.old_master_ids, [m.id for m in history],
             [r.id for r in traffic.records if r.id], [i for s in traffic.subs for i in s.received])
         if erased["confirmed"] or erased["delivered"]:
@@ -254,15 +255,15 @@ def format_phase(p: PhaseReport, opts: DrillOptions) -> list[str]:
 
 def format_report(reports: Sequence[PhaseReport | ShardPhaseReport], opts: DrillOptions,
                   where: str) -> str:
-    from ops import drill_shards
+    from ops.drill import shards
 
     per_room = " per room, one room per shard," if reports and isinstance(
-        reports[0], drill_shards.ShardPhaseReport) else ","
+        reports[0], shards.ShardPhaseReport) else ","
     head = (f"streamgate failover drill: {len(reports)} fault(s),{per_room} {opts.publishers} "
             f"publishers x {opts.rate:g} msg/s, {opts.subscribers} subscribers, {opts.duration:g} s "
             f"of traffic per fault\ncluster: {where}\n")
     body = "\n\n".join("\n".join(
-        drill_shards.format_shard_phase(p) if isinstance(p, drill_shards.ShardPhaseReport)
+        shards.format_shard_phase(p) if isinstance(p, shards.ShardPhaseReport)
         else format_phase(p, opts)) for p in reports)
     failed = [p.fault for p in reports if not p.clean]
     tail = ("RESULT: CLEAN (no loss, duplicate, disorder or phantom)" if not failed
@@ -331,7 +332,7 @@ def stop_own_cluster(state_dir: Path) -> list[procs.Proc]:
 def _run(state_dir: Path, fault: str, opts: DrillOptions,
          restore_last: bool) -> list[PhaseReport] | list[ShardPhaseReport]:
     """The drill for the topology recorded in ``state_dir``."""
-    from ops import drill_shards
+    from ops.drill import shards
 
     view = ClusterView(state_dir)
     sharded = view.state().get("redis") == "cluster"
@@ -341,7 +342,7 @@ def _run(state_dir: Path, fault: str, opts: DrillOptions,
                          + ", ".join(allowed))
     if sharded:
         faults = list(SHARD_FAULTS) if fault == "all" else [fault]
-        return asyncio.run(drill_shards.run_shard_drill(ShardView(state_dir), faults, opts,
+        return asyncio.run(shards.run_shard_drill(ShardView(state_dir), faults, opts,
                                                         restore_last=restore_last))
     faults = list(FAULTS) if fault == "all" else [fault]
     return asyncio.run(run_drill(view, faults, opts, restore_last=restore_last))

@@ -1,10 +1,10 @@
 """The failover drill against a Redis Cluster: one room per shard, one fault.
 
 Each phase publishes to three fresh rooms at once, one owned by each master
-(by hash slot). The fault (:mod:`ops.drill_shard_faults`) hits the shard of
+(by hash slot). The fault (:mod:`ops.drill.shard_faults`) hits the shard of
 the *target* room; the two others are the control: a fault on one shard
 must not stall rooms on another. Afterwards every room is accounted by id
-with :mod:`ops.drill_report` (confirmed/attempted, lost, duplicates, gaps,
+with :mod:`ops.drill.report` (confirmed/attempted, lost, duplicates, gaps,
 phantoms) and gets its longest stall (the longest pause between two
 confirmations); the fault adds its own figures (time to a new master, how
 long the migration took).
@@ -18,12 +18,12 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-from ops import drill_report
-from ops.drill import MIN_AFTER_FAULT_S, SETTLE_S, DrillOptions, _publishes, _receptions
-from ops.drill_faults import DrillError, FaultResult
-from ops.drill_report import Findings, Stored
-from ops.drill_shard_faults import SHARD_INJECT, ShardView, room_slot
-from ops.traffic import Endpoint, Traffic, read_history
+from ops.drill import report
+from ops.drill.drill import MIN_AFTER_FAULT_S, SETTLE_S, DrillOptions, _publishes, _receptions
+from ops.drill.faults import DrillError, FaultResult
+from ops.drill.report import Findings, Stored
+from ops.drill.shard_faults import SHARD_INJECT, ShardView, room_slot
+from ops.load.traffic import Endpoint, Traffic, read_history
 
 # A room on a shard the fault did not touch: a pause between two of its
 # confirmations longer than this is a stall, and fails the phase.
@@ -98,7 +98,7 @@ async def _inject(view: ShardView, fault: str, target: Traffic, all_traffic: lis
 
 def _account(traffic: Traffic, history: list[Stored], shard: str, target: bool,
              fault_at: float, settled: bool) -> RoomReport:
-    findings = drill_report.check(history, _publishes(traffic), _receptions(traffic),
+    findings = report.check(history, _publishes(traffic), _receptions(traffic),
                                   fault_at=fault_at)
     problems = findings.problems()
     if not settled:
@@ -141,7 +141,7 @@ async def run_shard_phase(view: ShardView, fault: str, opts: DrillOptions, *,
     erased = None
     if fault == "freeze-shard-master":
         target = traffic[0]
-        erased = drill_report.entries_erased(
+        erased = report.entries_erased(
             result.old_master_ids, [h.id for h in histories[0]],
             [r.id for r in target.records if r.id], [i for s in target.subs for i in s.received])
         if erased["confirmed"] or erased["delivered"]:

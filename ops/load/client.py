@@ -37,8 +37,8 @@ from typing import Any
 
 import orjson
 
-from ops.loadtest_stats import BUCKETS, SUB, SUB_BITS, new_hist
-from ops.traffic import Endpoint
+from ops.load.stats import BUCKETS, SUB, SUB_BITS, new_hist
+from ops.load.traffic import Endpoint
 
 try:  # the fast client; the websockets fallback needs nothing extra
     from picows import WSListener, WSMsgType, WSTransport, ws_connect

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import redis
 
-from ops import cluster, probes, procs
-from ops.procs import LOOPBACK, Proc
+from ops.local import cluster, probes, procs
+from ops.local.procs import LOOPBACK, Proc
 
 FAULTS = ("kill-instance", "kill-pubsub", "freeze-master", "kill-master")
 # Faults outside `all`: failover-live shows a known loss window (docs/operations.md).
@@ -193,14 +193,7 @@ def _stream_ids(port: int, room: str) -> set[str]:
             key = _log_key(r, room)
             if key is None:
                 return set()
-            ids: set[str] = set()
-            start = "-"
-            while True:
-                rows = r.xrange(key, min=start, max="+", count=1000)
-                ids.update(str(sid) for sid, _f in rows)
-                if len(rows) < 1000:
-                    return ids
-                start = f"({rows[-1][0]}"
+            return {sid for sid, _f in probes.stream_entries(r, key)}
     except redis.RedisError:
         return set()
 
