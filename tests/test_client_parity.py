@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from ops import procs
+from ops.local import procs
 from streamgate_client import (
     Connected,
     ConnectionEvent,

@@ -21,7 +21,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from ops import procs
+from ops.local import procs
 from tests.support import Instance
 from tests.support.programs import require
 from tests.support.timeouts import scaled

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ops import procs
+from ops.local import procs
 from tests.support import Instance
 from tests.support.programs import require
 from tests.support.timeouts import scaled
