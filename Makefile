@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-asgi fuzz bench membench cluster cluster-down cluster-status clean
+.PHONY: install system-deps run test test-asgi fuzz bench membench cluster cluster-down cluster-status clean
 
 install: $(STAMP)
 
@@ -18,7 +18,12 @@ $(STAMP): pyproject.toml setup.py client/python/pyproject.toml
 run: install
 	$(BIN)/python -m app.dev
 
-test: install
+# Installs the missing system programs when it can (root or sudo -n with
+# apt-get), else says in one line what to install; their tests then skip.
+system-deps:
+	./scripts/system-deps.sh
+
+test: install system-deps
 	$(BIN)/python -m pytest -q
 
 # The WebSocket-facing tests again with /ws served through the ASGI app, as by

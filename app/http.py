@@ -123,22 +123,44 @@ async def index() -> FileResponse:
 
 
 @router.get("/rooms/{room}/messages")
-async def history(request: Request, room: str, after: str = "0", limit: int = DEFAULT_PAGE) -> Any:
+async def history(request: Request, room: str, after: str | None = None,
+                  before: str | None = None, limit: int = DEFAULT_PAGE) -> Any:
+    """A page of the room's history, oldest first.
+
+    ``after=ID`` (default ``0``) pages forward: ``next`` is the ``after`` of
+    the following page. ``before=ID`` pages backward from that id, and
+    ``before=$`` starts at the newest message (the latest ``limit``, as a
+    chat window opens): ``prev`` is the ``before`` of the older page, null
+    once nothing older is retained; ``next`` is then always null.
+    """
     who = _who(request)
     _room(room)
     if not who.may_join(room):
         raise HTTPError(403, "forbidden", "not allowed in this room")
-    if not is_id(after):
+    if after is not None and before is not None:
+        raise HTTPError(400, "bad_request", "give 'after' or 'before', not both")
+    if after is not None and not is_id(after):
         raise HTTPError(400, "bad_request", "'after' must be a message id")
+    if before is not None and before != "$" and not is_id(before):
+        raise HTTPError(400, "bad_request", "'before' must be a message id or \"$\"")
     if limit < 1:
         raise HTTPError(400, "bad_request", "'limit' must be at least 1")
     limit = min(limit, MAX_PAGE)
+    svc = _svc(request)
     try:
-        rows = await _svc(request).history(room, after, limit + 1)
+        if before is None:
+            rows = await svc.history(room, after or "0", limit + 1)
+        else:
+            rows = await svc.history_before(room, None if before == "$" else before, limit + 1)
     except StorageUnavailable:
         raise HTTPError(503, "unavailable", "storage unavailable") from None
     more = len(rows) > limit
-    rows = rows[:limit]
+    if before is None:
+        rows = rows[:limit]
+        cursors = [b'"next":', orjson.dumps(rows[-1].id if more else None)]
+    else:
+        rows = rows[-limit:] if more else rows
+        cursors = [b'"next":null,"prev":', orjson.dumps(rows[0].id if more else None)]
     body = b"".join([
         b'{"messages":[',
         b",".join(
@@ -146,8 +168,8 @@ async def history(request: Request, room: str, after: str = "0", limit: int = DE
             % (e.id.encode(), orjson.dumps(e.sender), e.body.encode(), e.ts)
             for e in rows
         ),
-        b'],"next":',
-        orjson.dumps(rows[-1].id if more else None),
+        b"],",
+        *cursors,
         b"}",
     ])
     return Response(body, media_type="application/json")

@@ -91,7 +91,17 @@ class Ping:
     pass
 
 
-ClientFrame = Join | Leave | Publish | Ack | Ping
+@dataclass(frozen=True, slots=True)
+class Refresh:
+    """A new token for the live connection: same user, later expiry."""
+
+    token: str
+
+
+ClientFrame = Join | Leave | Publish | Ack | Ping | Refresh
+
+# Longer than any token a sane issuer signs; a bound on what is decoded.
+MAX_TOKEN_CHARS = 8192
 
 
 def _room(frame: dict[str, Any], field: str = "room") -> str:
@@ -199,6 +209,13 @@ def parse_frame(raw: str | bytes, max_body_bytes: int = 65536) -> ClientFrame:
         raise FrameError("bad_frame", "missing field 'type'")
     if kind == "ping":
         return Ping()
+    if kind == "refresh":
+        token = frame.get("token")
+        if not isinstance(token, str) or not token:
+            raise FrameError("bad_frame", "'token' must be a non-empty string")
+        if len(token) > MAX_TOKEN_CHARS:
+            raise FrameError("too_large", f"'token' is limited to {MAX_TOKEN_CHARS} characters")
+        return Refresh(token)
     if kind == "join":
         room = _room(frame)
         since = frame.get("since")
@@ -389,6 +406,13 @@ def error_frame(code: str, reason: str, ref: str | None = None) -> str:
         # Echo what the client sent, but never text that cannot be encoded.
         ref = ref.encode("utf-8", "replace").decode("utf-8")
     return _dump({"type": "error", "code": code, "reason": reason, "ref": ref})
+
+
+def refreshed_frame(expires_at: float | None) -> str:
+    """The answer to ``refresh``: ``exp`` is the new token's expiry (seconds
+    since the epoch, as in the token) or null where nothing expires."""
+    exp = int(expires_at) if expires_at is not None else None
+    return _dump({"type": "refreshed", "exp": exp})
 
 
 PONG_FRAME = _dump({"type": "pong"})

@@ -212,6 +212,10 @@ class Service:
     async def history(self, room: str, after: str, limit: int) -> list[Envelope]:
         return await self.log.read_after(room, after, limit)
 
+    async def history_before(self, room: str, before: str | None, limit: int) -> list[Envelope]:
+        """The ``limit`` messages before ``before`` (None: the latest), oldest first."""
+        return await self.log.read_before(room, before, limit)
+
     def open_session(self, who: Principal, outbox: Outbox,
                      on_error: Callable[[BaseException], None]) -> Session:
         """The rooms of one socket, fed by this instance's hub and log;

@@ -47,7 +47,7 @@ from streams.log import Appended, BeyondEnd
 from streams.retry import StorageUnavailable
 
 from . import protocol as p
-from .auth import CLOCK_LEEWAY_S, Principal
+from .auth import CLOCK_LEEWAY_S, Principal, Unauthorized
 from .limits import TokenBucket
 from .outbox import Outbox, Signal, TooSlow
 from .service import Forbidden, Service
@@ -161,11 +161,7 @@ class Connection:
             if first:
                 await svc.came_online(self.who.user)
             self.reply(p.welcome_frame(self.who.user, svc.instance), "welcome")
-            if self.who.expires_at is not None:
-                loop = asyncio.get_running_loop()
-                # The same clock leeway as when the token was checked at connect.
-                left = max(0.0, self.who.expires_at + CLOCK_LEEWAY_S - time.time())
-                self._expiry = loop.call_at(loop.time() + left, self._expired)
+            self._arm_expiry()
             await self._serve()
             if self._closing is not None:
                 await self._settle(self._settle_by - time.monotonic())
@@ -245,6 +241,47 @@ class Connection:
         else:
             log.error("connection failed", exc_info=exc, extra={"user": self.who.user})
             self._end(1011, "internal error")
+
+    def _arm_expiry(self) -> None:
+        """(Re)start the timer that ends the connection when its token expires."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        if self.who.expires_at is not None:
+            loop = asyncio.get_running_loop()
+            # The same clock leeway as when the token was checked at connect.
+            left = max(0.0, self.who.expires_at + CLOCK_LEEWAY_S - time.time())
+            self._expiry = loop.call_at(loop.time() + left, self._expired)
+
+    def _refresh(self, frame: p.Refresh) -> None:
+        """Swap the connection's token for a newer one of the same user.
+
+        The connection, its rooms and their positions stay as they are; only
+        the expiry timer moves and the new token's rights apply to the frames
+        that follow. A refused token (invalid, another user, or not allowing
+        a room that is joined) is answered with an error and changes nothing:
+        the connection keeps running on the old token until it expires.
+        """
+        if self.svc.auth.mode == "none":
+            self.reply(p.refreshed_frame(None), "refreshed")  # nothing expires
+            return
+        try:
+            who = self.svc.auth.authenticate(frame.token, None)
+        except Unauthorized as exc:
+            self.error("unauthorized", str(exc), None)
+            return
+        if who.user != self.who.user:
+            self.error("unauthorized", "the token is for another user", None)
+            return
+        for room in self.session.feeds:
+            if not who.may_join(room):
+                self.error("forbidden", "the new token does not allow this joined room; "
+                           "leave it first", room)
+                return
+        self.who = who
+        self.session.principal = who
+        self._arm_expiry()
+        self.reply(p.refreshed_frame(who.expires_at), "refreshed")
 
     def _expired(self) -> None:
         self._expiry = None
@@ -339,14 +376,16 @@ class Connection:
             # join, leave and ack each cost Redis work (a join: a replay and
             # maybe a subscription), so they draw on their own bucket.
             self.svc.metrics.rate_limited.inc()
-            self.error("rate_limited", "too many join/leave/ack frames; slow down and retry",
-                       frame.room)
+            self.error("rate_limited", "too many join/leave/ack/refresh frames; slow down and "
+                       "retry", None if isinstance(frame, p.Refresh) else frame.room)
         elif isinstance(frame, p.Join):
             await self._join(frame)
         elif isinstance(frame, p.Leave):
             await self._leave(frame)
         elif isinstance(frame, p.Ack):
             await self._ack(frame)
+        elif isinstance(frame, p.Refresh):
+            self._refresh(frame)
 
     async def _publish(self, frame: p.Publish) -> None:
         if not self.bucket.take():

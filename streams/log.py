@@ -38,7 +38,7 @@ from .batch import ScriptBatcher
 from .joinpoint import Bounds, Cursor
 from .entries import decode_flat, decode_stored
 from .keys import Keys
-from .model import Envelope, exclusive_start, format_id, parse_id
+from .model import ZERO, Envelope, exclusive_start, format_id, parse_id
 from .retry import RetryPolicy, StorageUnavailable
 
 IDEMPOTENCY_TTL_S = 24 * 3600
@@ -204,6 +204,33 @@ class RoomLog:
                 return [decode_stored(room, sid, fields) for sid, fields in rows]
             raw = await self._read(keys=[key, self._keys.confirmed(room)], args=[start, count])
             return [decode_flat(room, sid, flat) for sid, flat in raw]
+
+        return await self._retry(call)
+
+    async def read_before(self, room: str, before: str | None, count: int) -> list[Envelope]:
+        """The ``count`` newest entries with ids strictly smaller than
+        ``before`` (``None``: the newest of the room), oldest first.
+
+        With replica durability nothing past the confirmed watermark is
+        returned, as for :meth:`read_after`: the watermark is read first and
+        the range ends at the smaller of the two. It only moves forward, so
+        an entry at or below it is readable for good.
+        """
+        key = self._keys.log(room)
+        limit = None if before is None else parse_id(before)
+        if limit == ZERO:
+            return []
+
+        async def call() -> list[Envelope]:
+            end = "+" if limit is None else f"({format_id(limit)}"
+            if self._acks is not None:
+                upto = await self._redis.get(self._keys.confirmed(room))
+                if upto is None:
+                    return []
+                if limit is None or parse_id(_s(upto)) < limit:
+                    end = _s(upto)
+            rows = await self._redis.xrevrange(key, max=end, min="-", count=count)
+            return [decode_stored(room, sid, fields) for sid, fields in reversed(rows)]
 
         return await self._retry(call)
 

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "client" / "pyth
 
 from tests.support import Instance, RedisServer
 from tests.support import instance as instance_module
+from tests.support.programs import require
 from tests.support.tokens import SECRET
 
 # Instance settings shared by every instance of the suite. Publishing and
@@ -74,6 +75,7 @@ class InstanceFactory:
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    require("redis-server")
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     yield server
     server.stop()
@@ -83,6 +85,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A redis-server of the test's own, which it may freeze (SIGSTOP) or
     kill: always resumed and stopped afterwards."""
+    require("redis-server")
     server = RedisServer(tmp_path / "redis").start()
     try:
         yield server

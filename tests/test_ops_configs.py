@@ -59,10 +59,28 @@ def _conf_values(path: Path) -> dict[str, str]:
 # --- docker-compose -----------------------------------------------------------------
 
 
-@pytest.mark.skipif(not shutil.which("docker-compose"), reason="docker-compose not installed")
-def test_compose_file_is_valid() -> None:
-    run = subprocess.run(["docker-compose", "-f", str(COMPOSE), "config", "--services"],
-                         cwd=REPO, capture_output=True, text=True, timeout=scaled(60))
+needs_compose = pytest.mark.skipif(not shutil.which("docker-compose"),
+                                   reason="docker-compose not installed")
+OPERATOR_ENV = {"JWT_SECRET": "s" * 32, "ALLOWED_ORIGINS": "https://chat.example.com"}
+
+
+def _compose_config(tmp_path: Path, env: dict[str, str], *args: str,
+                    files: tuple[Path, ...] = (COMPOSE,)) -> subprocess.CompletedProcess[str]:
+    """``docker-compose config`` with exactly ``env`` as the operator's settings:
+    none inherited from this process, an empty env file instead of a .env."""
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("AUTH_MODE", "JWT_SECRET", "ALLOWED_ORIGINS", "HTTP_PORT")}
+    named = [arg for f in files for arg in ("-f", str(f))]
+    return subprocess.run(["docker-compose", *named, "--env-file", str(empty), "config", *args],
+                          cwd=tmp_path, env=dict(base, **env),
+                          capture_output=True, text=True, timeout=scaled(60))
+
+
+@needs_compose
+def test_compose_file_is_valid(tmp_path: Path) -> None:
+    run = _compose_config(tmp_path, OPERATOR_ENV, "--services")
     assert run.returncode == 0, run.stderr
     services = set(run.stdout.split())
     assert {"redis-master", "redis-replica", "sentinel1", "sentinel2", "sentinel3",
@@ -74,6 +92,29 @@ def test_compose_file_is_valid() -> None:
         assert used in text
     assert "DURABILITY: replica" in text
     assert "REDIS_SENTINELS: sentinel1:26379,sentinel2:26379,sentinel3:26379" in text
+
+
+@needs_compose
+@pytest.mark.parametrize("missing", ["JWT_SECRET", "ALLOWED_ORIGINS"])
+def test_compose_refuses_to_start_without_the_operators_settings(tmp_path: Path, missing: str) -> None:
+    env = {k: v for k, v in OPERATOR_ENV.items() if k != missing}
+    run = _compose_config(tmp_path, env)
+    assert run.returncode != 0
+    assert f"set {missing} in .env" in run.stderr
+
+
+@needs_compose
+def test_compose_runs_jwt_with_explicit_origins(tmp_path: Path) -> None:
+    run = _compose_config(tmp_path, OPERATOR_ENV)
+    assert run.returncode == 0, run.stderr
+    services = yaml.safe_load(run.stdout)["services"]
+    for name in ("app1", "app2", "app3"):
+        env = services[name]["environment"]
+        assert env["AUTH_MODE"] == "jwt"
+        assert env["JWT_SECRET"] == OPERATOR_ENV["JWT_SECRET"]
+        assert env["ALLOWED_ORIGINS"] == "https://chat.example.com"
+    example = (REPO / ".env.example").read_text()
+    assert "JWT_SECRET=" in example and "ALLOWED_ORIGINS=" in example
 
 
 def test_compose_wires_redis_exporter_and_alertmanager_into_prometheus() -> None:
@@ -101,10 +142,9 @@ def test_compose_wires_redis_exporter_and_alertmanager_into_prometheus() -> None
     assert "./ops/alertmanager/alertmanager.yml" in " ".join(services["alertmanager"]["volumes"])
 
 
-@pytest.mark.skipif(not shutil.which("docker-compose"), reason="docker-compose not installed")
-def test_production_override_swaps_in_the_production_sentinel_timings() -> None:
-    run = subprocess.run(["docker-compose", "-f", str(COMPOSE), "-f", str(COMPOSE_PRODUCTION),
-                          "config"], cwd=REPO, capture_output=True, text=True, timeout=scaled(60))
+@needs_compose
+def test_production_override_swaps_in_the_production_sentinel_timings(tmp_path: Path) -> None:
+    run = _compose_config(tmp_path, OPERATOR_ENV, files=(COMPOSE, COMPOSE_PRODUCTION))
     assert run.returncode == 0, run.stderr
     services = yaml.safe_load(run.stdout)["services"]
     for name in ("sentinel1", "sentinel2", "sentinel3"):

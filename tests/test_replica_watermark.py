@@ -84,3 +84,26 @@ async def test_a_confirmed_publish_has_its_watermark_on_the_replica(
     finally:
         await client.aclose()
         await on_replica.aclose()
+
+
+async def test_reading_backwards_stops_at_the_watermark(
+    pair: tuple[RedisServer, RedisServer],
+) -> None:
+    """An entry past the confirmed watermark (appended, its WAIT not done: here
+    written straight into the stream) is not read backwards either, whether
+    the page starts at the newest entry or at an id beyond it."""
+    master, _replica = pair
+    client = aioredis.Redis(host="127.0.0.1", port=master.port)
+    keys = Keys(f"sgwm-{uuid.uuid4().hex[:8]}")
+    log = RoomLog(client, keys, 1000, RetryPolicy(2.0), replica_acks=ReplicaAcks(1, 2000))
+    try:
+        assert await log.read_before("room", None, 10) == []  # no watermark yet
+        confirmed = [(await log.append("room", "alice", str(n), None)).id for n in range(5)]
+        pending = (await client.xadd(keys.log("room"), {"x": "unconfirmed"})).decode()
+        newest = [e.id for e in await log.read_before("room", None, 3)]
+        assert newest == confirmed[-3:]
+        beyond = [e.id for e in await log.read_before("room", "99999999999999-0", 10)]
+        assert beyond == confirmed and pending not in beyond
+        assert [e.id for e in await log.read_before("room", confirmed[2], 10)] == confirmed[:2]
+    finally:
+        await client.aclose()

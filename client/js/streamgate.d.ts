@@ -22,14 +22,31 @@ export interface ClientOptions {
   path?: string;
   /** Identity in AUTH_MODE=none (`?user=`). */
   user?: string;
-  /** A JWT (`?token=`). Wins over `user`. */
+  /** A JWT, sent as `tokenTransport` says. Wins over `user`. */
   token?: string;
   /**
    * Returns a (fresh) JWT. Called before the first connection when there is
-   * no `token`, after a 4401 close, and after a connection that failed before
-   * its welcome (a refused handshake looks like any failed connection).
+   * no `token`, after a 4401 close, after a connection that failed before
+   * its welcome (a refused handshake looks like any failed connection), and
+   * `refreshMargin` before the current token's `exp`, to refresh it in band.
    */
   tokenProvider?: () => string | Promise<string>;
+  /**
+   * "subprotocol" (default): the token goes in `Sec-WebSocket-Protocol` as
+   * `bearer.<token>` next to `streamgate.v1`, out of URLs and proxy logs;
+   * "query": in `?token=`.
+   */
+  tokenTransport?: 'subprotocol' | 'query';
+  /**
+   * With a tokenProvider: refresh the token in band (a `refresh` frame, the
+   * connection and its rooms stay) this many ms before it expires, at most
+   * half-way through its remaining life. 0 turns it off. Default 30000.
+   */
+  refreshMargin?: number;
+  /** Timeout of presence, members and history requests in ms. Default 10000. */
+  httpTimeout?: number;
+  /** fetch implementation for those requests. Default globalThis.fetch. */
+  fetch?: typeof fetch;
   /** Start connecting right after construction (on a microtask). Default true. */
   autoConnect?: boolean;
   /** Ack every delivered message automatically, coalesced per `autoAckDelay`. Default false. */
@@ -59,7 +76,7 @@ export interface ClientOptions {
   /** Consecutive 4401 closes (with a tokenProvider) before giving up. Default 3. */
   maxAuthFailures?: number;
   /** WebSocket constructor for non-browser use. Default globalThis.WebSocket. */
-  WebSocket?: new (url: string) => WebSocket;
+  WebSocket?: new (url: string, protocols?: string | string[]) => WebSocket;
 }
 
 export interface JoinOptions {
@@ -148,7 +165,38 @@ export interface ErrorDetail {
   closeCode?: number | null;
 }
 
+export interface RefreshedDetail {
+  /** The new token's expiry in seconds since the epoch, null without one. */
+  exp: number | null;
+}
+
+export interface HistoryMessage {
+  id: MessageId;
+  from: string;
+  body: Json;
+  ts: number;
+}
+
+export interface HistoryPage {
+  /** Oldest first. */
+  messages: HistoryMessage[];
+  /** The `after` of the following page; null at the newest message (and on `before` pages). */
+  next: MessageId | null;
+  /** On `before` pages: the `before` of the older page; null once nothing older is retained. */
+  prev: MessageId | null;
+}
+
+export interface HistoryOptions {
+  /** Page forward after this id (exclusive). */
+  after?: MessageId;
+  /** "$": the latest `limit` messages; an id: the ones just before it. */
+  before?: '$' | MessageId;
+  /** 1-1000. Default 100. */
+  limit?: number;
+}
+
 export interface StreamgateEventMap {
+  refreshed: CustomEvent<RefreshedDetail>;
   message: CustomEvent<MessageDetail>;
   joined: CustomEvent<JoinedDetail>;
   resumed: CustomEvent<ResumedDetail>;
@@ -170,6 +218,12 @@ export function isId(id: unknown): id is MessageId;
 
 /** Numeric comparison of two ids as (ms, seq) pairs: -1, 0 or 1. */
 export function compareIds(a: MessageId, b: MessageId): -1 | 0 | 1;
+
+/** The `exp` claim of a JWT in ms since the epoch (read, not verified), or null. */
+export function tokenExpiry(token: string | null | undefined): number | null;
+
+/** Ms until a token expiring at `expiresAt` is refreshed: `margin` before, at most half-way. */
+export function refreshDelay(expiresAt: number, now: number, margin: number): number;
 
 export class StreamgateClient extends EventTarget {
   constructor(options?: ClientOptions);
@@ -201,6 +255,13 @@ export class StreamgateClient extends EventTarget {
   broadcast(body: Json, options?: PublishOptions): Promise<MessageId>;
 
   ack(room: string, id: MessageId): void;
+
+  /** Users with a live connection on any live instance (`GET /presence`). */
+  presence(): Promise<string[]>;
+  /** Users who joined `room` on a live connection (`GET /rooms/{room}/members`). */
+  members(room: string): Promise<string[]>;
+  /** A page of `room`'s history (`GET /rooms/{room}/messages`); rejects with StreamgateError when refused. */
+  history(room: string, options?: HistoryOptions): Promise<HistoryPage>;
 
   /** Calls `fn(detail, event)` for each `type` event; returns an unsubscribe function. */
   on<K extends keyof StreamgateEventMap>(

@@ -2,6 +2,11 @@
 //
 //   import { StreamgateClient } from '/static/streamgate.js';
 //   const c = new StreamgateClient({ user: 'alice' });          // or { token } / { tokenProvider }
+//
+// A token goes in Sec-WebSocket-Protocol ("bearer.<token>", next to
+// "streamgate.v1"), never in the URL, unless tokenTransport: 'query'. With a
+// tokenProvider, a token is refreshed in band before it expires (a
+// `refresh` frame): the connection and its rooms stay.
 //   c.addEventListener('message', (e) => show(e.detail));
 //   await c.join('lobby');
 //   const id = await c.publish('lobby', 'hello');
@@ -42,7 +47,15 @@ const DEFAULTS = Object.freeze({
   maxFrameBytes: 65536,
   publishRetries: 8,
   maxAuthFailures: 3,
+  tokenTransport: 'subprotocol',
+  refreshMargin: 30000,
+  httpTimeout: 10000,
 });
+
+const SUBPROTOCOL = 'streamgate.v1';
+const TOKEN_PREFIX = 'bearer.';
+// Never refresh more often than this, whatever the token says.
+const MIN_REFRESH_DELAY = 1000;
 
 // Close codes that end the client for good (no reconnect).
 const CLOSE_UNAUTHORIZED = 4401;
@@ -98,6 +111,27 @@ function newClientId() {
   return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}-${Math.random().toString(36).slice(2)}`;
 }
 
+/** The `exp` claim of a JWT in ms since the epoch (read, not verified), or null. */
+export function tokenExpiry(token) {
+  if (typeof token !== 'string') return null;
+  const parts = token.split('.');
+  if (parts.length !== 3) return null;
+  try {
+    const b64 = parts[1].replace(/-/g, '+').replace(/_/g, '/');
+    const claims = JSON.parse(atob(b64 + '='.repeat((4 - (b64.length % 4)) % 4)));
+    return claims && typeof claims.exp === 'number' && Number.isFinite(claims.exp) ? claims.exp * 1000 : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Ms until a token expiring at `expiresAt` (ms) is refreshed: `margin` before, at most half-way. */
+export function refreshDelay(expiresAt, now, margin) {
+  const left = expiresAt - now;
+  if (left <= 0) return 0;
+  return Math.max(Math.min(left, MIN_REFRESH_DELAY), left - Math.min(margin, left / 2));
+}
+
 function makeEvent(type, detail) {
   if (typeof CustomEvent === 'function') return new CustomEvent(type, { detail });
   const ev = new Event(type);
@@ -145,6 +179,7 @@ function absoluteUrl(url) {
  *   gap      {room, recovered: false, lastId}: some messages were trimmed before delivery
  *   left     {room}
  *   error    {code, reason, ref, fatal, retrying}
+ *   refreshed {exp}: the token was renewed in band (exp in seconds, or null)
  */
 export class StreamgateClient extends EventTarget {
   #o;
@@ -178,6 +213,9 @@ export class StreamgateClient extends EventTarget {
   #ackTimer = null;
   #leaving = new Map();     // room -> [resolve]
   #resume = null;           // {waiting: Set, replayed, rooms, reconnect}
+  #refreshTimer = null;
+  #refreshing = null;       // the token sent in the refresh awaiting its answer
+  #refreshFailures = 0;
 
   /**
    * @param {object} options see streamgate.d.ts (ClientOptions)
@@ -188,6 +226,7 @@ export class StreamgateClient extends EventTarget {
     if (o.user != null && (!USER_RE.test(o.user) || o.user === 'all')) throw new TypeError(`invalid user id: ${o.user}`);
     if (o.token != null && typeof o.token !== 'string') throw new TypeError('options.token must be a string');
     if (o.tokenProvider != null && typeof o.tokenProvider !== 'function') throw new TypeError('options.tokenProvider must be a function');
+    if (o.tokenTransport !== 'subprotocol' && o.tokenTransport !== 'query') throw new TypeError("options.tokenTransport must be 'subprotocol' or 'query'");
     this.#o = o;
     this.#token = o.token ?? null;
     this.#storage = 'storage' in options ? options.storage : defaultStorage();
@@ -442,9 +481,11 @@ export class StreamgateClient extends EventTarget {
         if (this.#stopped) return;
       }
       let url;
+      let protocols;
       try {
         url = absoluteUrl(this.#o.url || defaultUrl(this.#o.path));
-        if (this.#token != null) url.searchParams.set('token', this.#token);
+        if (this.#token != null && this.#o.tokenTransport === 'subprotocol') protocols = [SUBPROTOCOL, TOKEN_PREFIX + this.#token];
+        else if (this.#token != null) url.searchParams.set('token', this.#token);
         else if (this.#user != null) url.searchParams.set('user', this.#user);
       } catch (err) {
         this.#fatal('bad_url', String(err && err.message));
@@ -452,7 +493,7 @@ export class StreamgateClient extends EventTarget {
       }
       let ws;
       try {
-        ws = new this.#WebSocket(url.href);
+        ws = protocols ? new this.#WebSocket(url.href, protocols) : new this.#WebSocket(url.href);
       } catch (err) {
         this.#fatal('bad_url', String(err && err.message));
         return;
@@ -473,6 +514,9 @@ export class StreamgateClient extends EventTarget {
   }
 
   #detach() {
+    clearTimeout(this.#refreshTimer);
+    this.#refreshTimer = null;
+    this.#refreshing = null;
     const ws = this.#ws;
     if (ws) ws.onmessage = ws.onclose = ws.onerror = null;
     this.#ws = null;
@@ -594,6 +638,7 @@ export class StreamgateClient extends EventTarget {
       case 'published': this.#onPublished(f); break;
       case 'left': this.#onLeft(f); break;
       case 'error': this.#onError(f); break;
+      case 'refreshed': this.#onRefreshed(f); break;
       default: break;   // pong, and frame types added later
     }
   }
@@ -615,6 +660,8 @@ export class StreamgateClient extends EventTarget {
     for (const p of this.#pending.values()) { p.tries = 0; this.#sendText(p.text); }   // same client_id: stored once
     this.#flushAcks();
     this.#setState('open', { user: this.#user, instance: this.#instance, reconnect });
+    this.#refreshFailures = 0;
+    this.#scheduleRefresh();
     if (this.#resume && this.#resume.waiting.size === 0) this.#resumeDone(null, 0);
   }
 
@@ -699,6 +746,95 @@ export class StreamgateClient extends EventTarget {
     p.resolve(f.id);
   }
 
+  // ---- in-band token refresh ---------------------------------------------------
+
+  #scheduleRefresh() {
+    clearTimeout(this.#refreshTimer);
+    this.#refreshTimer = null;
+    if (!this.#o.tokenProvider || !(this.#o.refreshMargin > 0) || !this.#welcomed) return;
+    const exp = tokenExpiry(this.#token);
+    if (exp == null) return;
+    const now = Date.now();
+    const delay = this.#refreshFailures
+      ? Math.min(1000 * 2 ** this.#refreshFailures, 30000, Math.max(MIN_REFRESH_DELAY, (exp - now) / 2))
+      : refreshDelay(exp, now, this.#o.refreshMargin);
+    this.#refreshTimer = setTimeout(() => { this.#refreshTimer = null; this.#refresh(); }, delay);
+  }
+
+  async #refresh() {
+    const ws = this.#ws;
+    let token;
+    try {
+      token = await this.#o.tokenProvider();
+    } catch (err) {
+      this.#emit('error', { code: 'token', reason: `tokenProvider failed: ${err && err.message}`, ref: null, fatal: false, retrying: true });
+      if (ws === this.#ws) { this.#refreshFailures++; this.#scheduleRefresh(); }
+      return;
+    }
+    if (ws !== this.#ws || !this.#welcomed || typeof token !== 'string') return;
+    this.#refreshing = token;
+    if (!this.#send({ type: 'refresh', token })) this.#refreshing = null;
+  }
+
+  #onRefreshed(f) {
+    if (this.#refreshing == null) return;
+    this.#token = this.#refreshing;
+    this.#refreshing = null;
+    this.#refreshFailures = 0;
+    this.#emit('refreshed', { exp: Number.isInteger(f.exp) ? f.exp : null });
+    this.#scheduleRefresh();
+  }
+
+  // ---- presence and history (HTTP) ---------------------------------------------
+
+  /** Users with a live connection on any live instance (GET /presence). */
+  async presence() {
+    return (await this.#get('/presence')).users;
+  }
+
+  /** Users who joined `room` on a live connection; needs the join right. */
+  async members(room) {
+    return (await this.#get(`/rooms/${encodeURIComponent(room)}/members`)).members;
+  }
+
+  /**
+   * A page of `room`'s history, oldest first: `{messages, next, prev}`.
+   * `after`: page forward (`next` is the following page's `after`);
+   * `before: '$'`: the latest `limit` messages, `before: id`: those just
+   * before it (`prev` is the older page's `before`).
+   */
+  async history(room, { after, before, limit = 100 } = {}) {
+    if (after != null && before != null) throw new TypeError('give after or before, not both');
+    if (after != null && !isId(after)) throw new TypeError(`after must be a message id: ${after}`);
+    if (before != null && before !== '$' && !isId(before)) throw new TypeError(`before must be a message id or '$': ${before}`);
+    const query = { limit: String(limit) };
+    if (after != null) query.after = after;
+    if (before != null) query.before = before;
+    const page = await this.#get(`/rooms/${encodeURIComponent(room)}/messages`, query);
+    return { messages: page.messages, next: page.next ?? null, prev: page.prev ?? null };
+  }
+
+  async #get(path, query = {}) {
+    if (this.#token == null && this.#o.tokenProvider) this.#token = await this.#o.tokenProvider();
+    const base = absoluteUrl(this.#o.url || defaultUrl(this.#o.path));
+    base.protocol = base.protocol === 'wss:' ? 'https:' : 'http:';
+    base.pathname = base.pathname.replace(/\/ws$/, '') + path;
+    base.search = '';
+    const headers = { Accept: 'application/json' };
+    if (this.#token != null) headers.Authorization = `Bearer ${this.#token}`;
+    else if (this.#user != null) query = { ...query, user: this.#user };
+    for (const [k, v] of Object.entries(query)) base.searchParams.set(k, v);
+    const fetchFn = this.#o.fetch || globalThis.fetch;
+    const res = await fetchFn(base.href, { headers, signal: AbortSignal.timeout(this.#o.httpTimeout) });
+    let body = null;
+    try { body = await res.json(); } catch { /* not JSON */ }
+    if (!res.ok) {
+      throw new StreamgateError(body && typeof body.error === 'string' ? body.error : `http_${res.status}`,
+        body && typeof body.reason === 'string' ? body.reason : String(res.status), null);
+    }
+    return body;
+  }
+
   #onLeft(f) {
     const list = this.#leaving.get(f.room);
     if (list) {
@@ -712,6 +848,14 @@ export class StreamgateClient extends EventTarget {
     const code = typeof f.code === 'string' ? f.code : 'error';
     const reason = typeof f.reason === 'string' ? f.reason : '';
     const ref = f.ref ?? null;
+    if (this.#refreshing != null && (ref == null || (code === 'forbidden' && !this.#joiningRoom(ref)))) {
+      // The answer to the refresh in flight: the old token stays in force; try again later.
+      this.#refreshing = null;
+      this.#refreshFailures++;
+      this.#emit('error', { code, reason, ref, fatal: false, retrying: true });
+      this.#scheduleRefresh();
+      return;
+    }
     const p = ref != null ? this.#pending.get(ref) : undefined;
     if (p) {
       const retry = (code === 'unavailable' || code === 'rate_limited') && ++p.tries <= this.#o.publishRetries;
@@ -745,6 +889,11 @@ export class StreamgateClient extends EventTarget {
       return;
     }
     this.#emit('error', { code, reason, ref, fatal: false, retrying: false });
+  }
+
+  #joiningRoom(name) {
+    const r = this.#rooms.get(name);
+    return !!(r && r.sent && !r.joined);
   }
 
   // ---- resume points in storage ------------------------------------------------

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -28,7 +27,9 @@ from typing import Any
 
 import pytest
 
+from tests.failover.topology import PROGRAMS
 from tests.support.ids import assert_ids_equal, id_key
+from tests.support.programs import require
 from tests.support.timeouts import scaled
 
 pytestmark = [pytest.mark.failover, pytest.mark.timeout(150)]
@@ -45,9 +46,7 @@ def netns() -> Iterator[str]:
     """A fresh network namespace with loopback up; deleted with everything in it."""
     if os.geteuid() != 0:
         pytest.skip("needs root to create a network namespace")
-    missing = [tool for tool in ("ip", "nft") if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"needs {' and '.join(missing)}")
+    require("ip", "nft", *PROGRAMS)  # the scenario starts a Sentinel topology
     name = f"sgtest-{uuid.uuid4().hex[:8]}"
     created = _run(["ip", "netns", "add", name])
     if created.returncode != 0:

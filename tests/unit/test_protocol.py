@@ -456,3 +456,31 @@ def test_pong_frame() -> None:
 def test_close_codes() -> None:
     assert (p.CLOSE_UNAUTHORIZED, p.CLOSE_ORIGIN, p.CLOSE_TOO_SLOW) == (4401, 4403, 4408)
     assert (p.CLOSE_TOO_LARGE, p.CLOSE_RESTARTING, p.CLOSE_FULL) == (1009, 1012, 1013)
+
+
+# -- refresh ------------------------------------------------------------------
+
+
+def test_parse_refresh() -> None:
+    assert parse_frame(dumps({"type": "refresh", "token": "a.b.c"})) == p.Refresh("a.b.c")
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ({"type": "refresh"}, "bad_frame"),
+        ({"type": "refresh", "token": ""}, "bad_frame"),
+        ({"type": "refresh", "token": 5}, "bad_frame"),
+        ({"type": "refresh", "token": None}, "bad_frame"),
+        ({"type": "refresh", "token": "x" * (p.MAX_TOKEN_CHARS + 1)}, "too_large"),
+    ],
+)
+def test_refresh_errors(frame: dict[str, Any], code: str) -> None:
+    err = error_of(dumps(frame))
+    assert err.code == code
+    assert "x" * 100 not in err.reason  # the token is never echoed
+
+
+@pytest.mark.parametrize(("exp", "wire"), [(1700000000.0, 1700000000), (None, None)])
+def test_refreshed_frame(exp: float | None, wire: int | None) -> None:
+    assert json.loads(p.refreshed_frame(exp)) == {"type": "refreshed", "exp": wire}

@@ -5,15 +5,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { StreamgateClient, compareIds, isId } from '../streamgate.js';
+import { StreamgateClient, compareIds, isId, refreshDelay, tokenExpiry } from '../streamgate.js';
 
 // ---- a scripted WebSocket ------------------------------------------------------------
 
 const sockets = [];
 
 class FakeSocket {
-  constructor(url) {
+  constructor(url, protocols) {
     this.url = new URL(url);
+    this.protocols = protocols ?? null;
     this.readyState = 0;
     this.sent = [];
     this.onmessage = this.onclose = this.onerror = null;
@@ -294,10 +295,11 @@ test('4401 asks the tokenProvider again; 4403 is fatal', async () => {
   let n = 0;
   const { c, seen } = make({ user: undefined, tokenProvider: async () => `tok${++n}` });
   await until(() => sockets.length === 1, 'socket');
-  assert.equal(sockets[0].url.searchParams.get('token'), 'tok1');
+  assert.deepEqual(sockets[0].protocols, ['streamgate.v1', 'bearer.tok1']);
+  assert.equal(sockets[0].url.search, '', 'no token in the URL');
   sockets[0].drop(4401, 'expired');
   await until(() => sockets.length === 2, 'second socket');
-  assert.equal(sockets[1].url.searchParams.get('token'), 'tok2');
+  assert.deepEqual(sockets[1].protocols, ['streamgate.v1', 'bearer.tok2']);
   sockets[1].accept('carol');
   assert.equal(c.user, 'carol');
   sockets[1].drop(4403, 'origin');
@@ -340,4 +342,91 @@ test('a silent socket is dropped and replaced', async () => {
   // never accepted: the watchdog (1 s tick) gives up and reconnects
   await until(() => sockets.length === 2, 'reconnect after silence', 3000);
   c.close();
+});
+
+// ---- token transport and in-band refresh ------------------------------------------------
+
+function jwt(claims) {
+  const b64 = Buffer.from(JSON.stringify(claims)).toString('base64url');
+  return `eyJhbGciOiJIUzI1NiJ9.${b64}.c2ln`;
+}
+
+test('tokenTransport query puts the token in the URL instead', async () => {
+  const { c } = make({ user: undefined, token: 'tok', tokenTransport: 'query' });
+  await until(() => sockets.length === 1, 'socket');
+  assert.equal(sockets[0].url.searchParams.get('token'), 'tok');
+  assert.equal(sockets[0].protocols, null);
+  c.close();
+  assert.throws(() => new StreamgateClient({ url: 'ws://h/ws', token: 't', tokenTransport: 'header', WebSocket: FakeSocket }), TypeError);
+});
+
+test('token expiry is read from the JWT and the refresh comes before it', () => {
+  assert.equal(tokenExpiry(jwt({ sub: 'a', exp: 1700000000 })), 1700000000000);
+  for (const bad of [jwt({ sub: 'a' }), jwt({ exp: 'soon' }), 'not-a-jwt', 'a.!!.c', null]) assert.equal(tokenExpiry(bad), null);
+  assert.equal(refreshDelay(1000 + 3600000, 1000, 30000), 3570000);
+  assert.equal(refreshDelay(1000 + 40000, 1000, 30000), 20000);
+  assert.equal(refreshDelay(1000 + 1500, 1000, 30000), 1000);
+  assert.equal(refreshDelay(1000 + 500, 1000, 30000), 500);
+  assert.equal(refreshDelay(900, 1000, 30000), 0);
+});
+
+test('a token about to expire is refreshed in band; a refused one is retried', async () => {
+  const tokens = [jwt({ sub: 'alice', exp: Math.floor(Date.now() / 1000) + 2 })];
+  let asked = 0;
+  const { c, seen } = make({
+    user: undefined,
+    refreshMargin: 30000,
+    tokenProvider: async () => { asked++; return tokens[Math.min(asked - 1, tokens.length - 1)]; },
+  });
+  const refreshed = [];
+  c.on('refreshed', (d) => refreshed.push(d));
+  tokens.push(jwt({ sub: 'alice', exp: Math.floor(Date.now() / 1000) + 3600 }), tokens[0]);
+  const ws = await connected(c);
+  const join = c.join('r1');
+  await until(() => ws.frames('join').length === 1, 'join frame');
+  ws.push({ type: 'joined', room: 'r1', replayed: 0, recovered: true, last_id: '1-0' });
+  await join;
+  // Half-way through the 2 s token, the provider is asked and the new token sent in band.
+  await until(() => ws.frames('refresh').length === 1, 'refresh frame', 3000);
+  assert.equal(ws.frames('refresh')[0].token, tokens[1]);
+  ws.push({ type: 'error', code: 'unauthorized', reason: 'invalid token', ref: null });
+  assert.equal(seen.error.at(-1).retrying, true);
+  assert.equal(refreshed.length, 0);
+  // Retried (the provider's next token), then accepted: same socket, no rejoin.
+  await until(() => ws.frames('refresh').length === 2, 'second refresh frame', 4000);
+  ws.push({ type: 'refreshed', exp: 4102444800 });
+  assert.deepEqual(refreshed, [{ exp: 4102444800 }]);
+  assert.equal(sockets.length, 1);
+  assert.equal(ws.frames('join').length, 1);
+  assert.deepEqual(seen.state.map((s) => s.state), ['connecting', 'open']);
+  c.close();
+});
+
+// ---- presence and history over HTTP -------------------------------------------------------
+
+test('presence, members and history call the HTTP routes with the identity', async () => {
+  const calls = [];
+  const fetch = async (url, init) => {
+    calls.push({ url: new URL(url), headers: init.headers });
+    const u = new URL(url);
+    if (u.pathname.endsWith('/presence')) return Response.json({ users: ['alice', 'bob'] });
+    if (u.pathname.endsWith('/members')) return Response.json({ members: ['alice'] });
+    if (u.pathname.endsWith('/rooms/forbidden/messages')) return Response.json({ error: 'forbidden', reason: 'no' }, { status: 403 });
+    return Response.json({ messages: [{ id: '2-0', from: 'bob', body: 'b', ts: 2 }], next: null, prev: '2-0' });
+  };
+  const { c } = make({ url: 'wss://chat.example.com/app/ws', autoConnect: false, fetch });
+  assert.deepEqual(await c.presence(), ['alice', 'bob']);
+  assert.equal(calls[0].url.href, 'https://chat.example.com/app/presence?user=alice');
+  assert.deepEqual(await c.members('@all'), ['alice']);
+  assert.equal(calls[1].url.pathname, '/app/rooms/%40all/members');
+  const page = await c.history('lobby', { before: '$', limit: 1 });
+  assert.deepEqual(page, { messages: [{ id: '2-0', from: 'bob', body: 'b', ts: 2 }], next: null, prev: '2-0' });
+  assert.equal(calls[2].url.search, '?limit=1&before=%24&user=alice');
+  await assert.rejects(c.history('forbidden'), (e) => e.code === 'forbidden');
+  await assert.rejects(c.history('lobby', { after: '1-0', before: '$' }), TypeError);
+
+  const t = make({ user: undefined, token: 'tok', url: 'ws://h:1/ws', autoConnect: false, fetch }).c;
+  await t.presence();
+  assert.equal(calls.at(-1).headers.Authorization, 'Bearer tok');
+  assert.equal(calls.at(-1).url.search, '');
 });

@@ -25,13 +25,23 @@ from .errors import (
     StreamgateError,
 )
 from .events import Gap, Item, Joined, Message
+from .http import HistoryPage
 from .ids import StreamId, format_id, parse_id
 from .options import Options, TokenProvider
+from .status import Connected, ConnectionEvent, Connecting, Disconnected, Refreshed, Resumed, State
 
 __all__ = [
     "AuthError",
     "Client",
     "ClientClosed",
+    "Connected",
+    "ConnectionEvent",
+    "Connecting",
+    "Disconnected",
+    "HistoryPage",
+    "Refreshed",
+    "Resumed",
+    "State",
     "FatalError",
     "Gap",
     "Item",

@@ -44,6 +44,7 @@ from .errors import (
 )
 from .events import Item, Joined, Message
 from .ids import check_epoch, check_since
+from .http import HistoryPage, HttpApi, history_query, http_base, parse_page, room_path
 from .link import Link, Lost
 from .options import Options, TokenProvider
 from .protocol import (
@@ -60,6 +61,7 @@ from .protocol import (
     Left,
     Published,
     ServerFrame,
+    TokenRefreshed,
     Welcome,
     check_room,
     check_user,
@@ -68,7 +70,18 @@ from .protocol import (
     encode,
     with_identity,
 )
+from .refresher import Refresher
 from .state import AckBook, Delivery
+from .status import (
+    Connected,
+    ConnectionEvent,
+    Connecting,
+    Disconnected,
+    Refreshed,
+    Resumed,
+    State,
+    StateListener,
+)
 
 log = logging.getLogger("streamgate.client")
 
@@ -90,6 +103,7 @@ class Client:
         token_provider: TokenProvider | None = None,
         auto_ack: bool = False,
         options: Options | None = None,
+        on_state: StateListener | None = None,
     ) -> None:
         self._urls = [urls] if isinstance(urls, str) else list(urls)
         if not self._urls or not all(u.startswith(("ws://", "wss://")) for u in self._urls):
@@ -115,6 +129,10 @@ class Client:
         self.user: str | None = None  # from the last `welcome`
         self.instance: str | None = None
         self.url: str | None = None
+        self._listener = on_state
+        self._now = State.DISCONNECTED
+        self._close_reason = ""  # of the connection that ended last
+        self._refresher: asyncio.Task[None] | None = None
 
     # -- life cycle -----------------------------------------------------------
 
@@ -159,7 +177,8 @@ class Client:
         if processed:
             self._mark_processed()
         link = self._link
-        if link is not None and not link.down.is_set():
+        was_up = link is not None and not link.down.is_set()
+        if link is not None and was_up:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(self._opts.close_timeout):
                     await self._flush_acks()
@@ -167,11 +186,19 @@ class Client:
         if self._supervisor is not None:
             self._supervisor.cancel()
             await asyncio.gather(self._supervisor, return_exceptions=True)
+        if link is not None and was_up:
+            self._emit(Disconnected(link.url, 1000, "client closed", reconnecting=False))
+        self._now = State.CLOSED
         self._end(ClientClosed("client closed"))
 
     @property
     def connected(self) -> bool:
         return self._link is not None and not self._link.down.is_set()
+
+    @property
+    def state(self) -> State:
+        """Where the connection is now (the last event's state)."""
+        return self._now
 
     @property
     def rooms(self) -> tuple[str, ...]:
@@ -311,6 +338,66 @@ class Client:
                 return
             yield item
 
+    # -- presence and history (HTTP) ---------------------------------------------
+
+    async def presence(self) -> list[str]:
+        """Users with a live connection on any live instance (``GET /presence``)."""
+        data = await self._get("/presence", {})
+        return [u for u in data.get("users", []) if isinstance(u, str)]
+
+    async def members(self, room: str) -> list[str]:
+        """Users who joined ``room`` on a live connection; needs the join right."""
+        data = await self._get(room_path(room, "members"), {})
+        return [u for u in data.get("members", []) if isinstance(u, str)]
+
+    async def history(self, room: str, *, after: str | None = None, before: str | None = None,
+                      limit: int = 100) -> HistoryPage:
+        """A page of ``room``'s history, oldest first; needs the join right.
+
+        ``after=ID`` pages forward (``next`` is the following page's
+        ``after``); ``before="$"`` gives the latest ``limit`` messages and
+        ``before=ID`` the ones just before ``ID`` (``prev`` is the older
+        page's ``before``). Neither: from the oldest retained message.
+        """
+        query = history_query(after, before, limit)
+        return parse_page(room, await self._get(room_path(room, "messages"), query))
+
+    async def _get(self, path: str, query: dict[str, str]) -> dict[str, Any]:
+        self._check_usable()
+        if self._token is None and self._provider is not None:
+            async with asyncio.timeout(self._opts.open_timeout):
+                self._token = await self._provider()
+        api = HttpApi(http_base(self.url or self._urls[0]), self._opts.http_timeout)
+        data = await api.get(path, query, token=self._token, user=self._user)
+        if not isinstance(data, dict):
+            raise StreamgateError(f"unexpected answer to {path}")
+        return data
+
+    # -- internals: state events ----------------------------------------------
+
+    def _emit(self, event: ConnectionEvent) -> None:
+        if isinstance(event, Connecting):
+            self._now = State.CONNECTING
+        elif isinstance(event, Connected):
+            self._now = State.CONNECTED
+        elif isinstance(event, Disconnected):
+            self._now = State.DISCONNECTED if event.reconnecting else State.CLOSED
+        if self._listener is None:
+            return
+        try:
+            self._listener(event)
+        except Exception:
+            log.exception("the on_state callback failed on %r", event)
+
+    def _refreshed(self, token: str, answer: TokenRefreshed) -> None:
+        self._token = token
+        self._emit(Refreshed(answer.exp))
+
+    def _maybe_resumed(self, link: Link) -> None:
+        if self.connections > 1 and not link.resumed and self._state.settled():
+            link.resumed = True
+            self._emit(Resumed(link.url, len(self._state.rooms), link.replayed, link.rooms_lost))
+
     # -- internals: requests --------------------------------------------------
 
     def _timeout(self, timeout: float | None) -> float:
@@ -396,19 +483,30 @@ class Client:
     async def _supervise(self) -> None:
         auth_failures = 0
         attempt = 0
+        tries = 0  # attempts since the last connection that was up
         try:
             while not self._closed:
                 url = self._urls[attempt % len(self._urls)]
                 attempt += 1
+                tries += 1
+                self._emit(Connecting(url, tries))
                 code, welcomed = await self._connect_and_serve(url)
                 if welcomed:
                     auth_failures = 0
+                    tries = 0
                 action = close_action(code)
+                if action is CloseAction.REFRESH_TOKEN:
+                    auth_failures += 1
+                give_up = action is CloseAction.FATAL or (
+                    action is CloseAction.REFRESH_TOKEN
+                    and (self._provider is None or auth_failures >= self._opts.max_auth_failures))
+                if welcomed:
+                    self._emit(Disconnected(url, code, self._close_reason,
+                                            reconnecting=not give_up and not self._closed))
                 if action is CloseAction.FATAL:
                     raise OriginRejected(f"{url}: origin not allowed (close code {code})")
                 if action is CloseAction.REFRESH_TOKEN:
-                    auth_failures += 1
-                    if self._provider is None or auth_failures >= self._opts.max_auth_failures:
+                    if give_up:
                         raise AuthError(f"{url}: unauthorized (close code {code}, {auth_failures} in a row)")
                     self._token = None  # the provider is asked before the next attempt
                 delay = self._backoff.next_delay()
@@ -416,6 +514,7 @@ class Client:
                 await asyncio.sleep(delay)
         except FatalError as exc:
             self._fatal = exc
+            self._now = State.CLOSED
             self._end(exc)
         except asyncio.CancelledError:
             raise
@@ -424,6 +523,7 @@ class Client:
             fatal = FatalError(f"client failed: {exc!r}")
             fatal.__cause__ = exc
             self._fatal = fatal
+            self._now = State.CLOSED
             self._end(fatal)
 
     async def _connect_and_serve(self, url: str) -> tuple[int | None, bool]:
@@ -461,6 +561,7 @@ class Client:
             log.warning("token provider failed: %r", exc)
             return None, False
         link: Link | None = None
+        self._close_reason = ""
         try:
             async with asyncio.timeout(opts.open_timeout):
                 first = decode(await ws.recv())
@@ -470,6 +571,7 @@ class Client:
             await self._up(link)
             return await self._serve(link), True
         except ConnectionClosed as exc:
+            self._close_reason = exc.rcvd.reason if exc.rcvd is not None else ""
             return (exc.rcvd.code if exc.rcvd is not None else ABNORMAL), link is not None
         except (TimeoutError, BadFrame) as exc:
             self._last_error = exc
@@ -487,12 +589,21 @@ class Client:
         frames = self._state.connected() + self._acks.flush()
         self._link = link
         self._linked.set()
+        self._emit(Connected(link.url, link.user, link.instance, reconnect=self.connections > 1))
         if self._state.settled():
             self._backoff.reset()
+        self._maybe_resumed(link)
+        if self._provider is not None and self._opts.refresh_margin > 0:
+            refresher = Refresher(self._provider, lambda: self._token, self._refreshed,
+                                  margin=self._opts.refresh_margin, timeout=self._opts.request_timeout)
+            self._refresher = asyncio.create_task(refresher.run(link), name="streamgate-refresh")
         await link.send(frames)
 
     def _down(self, link: Link) -> None:
         # One synchronous step, so nobody sees a link that is down as current.
+        if self._refresher is not None:
+            self._refresher.cancel()  # it only sleeps or waits on this link
+            self._refresher = None
         if self._link is link:
             self._link = None
             if not self._closed and self._fatal is None:
@@ -507,6 +618,7 @@ class Client:
             try:
                 raw = await link.ws.recv()
             except ConnectionClosed as exc:
+                self._close_reason = exc.rcvd.reason if exc.rcvd is not None else ""
                 return exc.rcvd.code if exc.rcvd is not None else ABNORMAL
             try:
                 frame = decode(raw)
@@ -528,8 +640,11 @@ class Client:
                 if self._state.queue:
                     self._items.set()
                 self._resolve_joins(frame.room, joined=frame)
+                link.replayed += frame.replayed
+                link.rooms_lost += not frame.recovered
                 if self._state.settled():
                     self._backoff.reset()
+                    self._maybe_resumed(link)
         elif isinstance(frame, Published):
             answer = link.answers.get(frame.client_id or "")
             if answer is not None and not answer.done():
@@ -541,6 +656,9 @@ class Client:
                 left = waiting.popleft()
                 if not left.done():
                     left.set_result(None)
+        elif isinstance(frame, TokenRefreshed):
+            if link.refreshing is not None and not link.refreshing.done():
+                link.refreshing.set_result(frame)
         elif isinstance(frame, ErrorReply):
             return self._on_error(link, frame)
         return False
@@ -557,6 +675,10 @@ class Client:
             self._state.refuse(ref)
             self._resolve_joins(ref, error=ServerError(error.code, error.reason, ref))
             return False
+        refreshing = link.refreshing
+        if refreshing is not None and not refreshing.done() and (ref is None or error.code == "forbidden"):
+            refreshing.set_result(error)  # the answer to the refresh in flight
+            return False
         log.warning("server error on %s: %s %s (ref %s)", link.url, error.code, error.reason, ref)
         return False
 
@@ -569,13 +691,16 @@ def connect(
     token_provider: TokenProvider | None = None,
     auto_ack: bool = False,
     options: Options | None = None,
+    on_state: StateListener | None = None,
 ) -> Client:
     """A client for ``async with``: ``async with connect(urls, user="alice") as c: ...``.
 
     ``urls``: one ``ws://host:port/ws`` URL or several (reconnects go round
     them). Identity: ``token`` (jwt mode), ``token_provider`` (an async
     callable returning a fresh token, asked first when there is no token and
-    again after every 4401), or ``user`` (development mode).
+    again after every 4401, and before the token expires to refresh it in
+    band), or ``user`` (development mode). ``on_state``: called with each
+    connection-state event (:mod:`streamgate_client.status`).
     """
     return Client(urls, token=token, user=user, token_provider=token_provider,
-                  auto_ack=auto_ack, options=options)
+                  auto_ack=auto_ack, options=options, on_state=on_state)

@@ -16,7 +16,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from .protocol import ErrorReply, Frame, Published, encode
+from .protocol import ErrorReply, Frame, Published, TokenRefreshed, encode
 
 
 class Lost(Exception):
@@ -34,6 +34,12 @@ class Link:
         self.down = asyncio.Event()
         self.answers: dict[str, asyncio.Future[Published | ErrorReply]] = {}
         self.left: dict[str, deque[asyncio.Future[None]]] = {}
+        # The answer to the one refresh in flight, if any.
+        self.refreshing: asyncio.Future[TokenRefreshed | ErrorReply] | None = None
+        # Counted for the Resumed event: what the joins of this connection replayed.
+        self.replayed = 0
+        self.rooms_lost = 0
+        self.resumed = False
 
     async def send(self, frames: Iterable[Frame]) -> bool:
         """False when the connection is gone (the next one will resend what matters)."""
@@ -60,9 +66,25 @@ class Link:
             if self.answers.get(client_id) is future:
                 del self.answers[client_id]
 
+    async def refresh(self, text: str) -> TokenRefreshed | ErrorReply | None:
+        """Send a ``refresh`` frame and wait for its answer; None if the
+        connection was lost first."""
+        future: asyncio.Future[TokenRefreshed | ErrorReply] = asyncio.get_running_loop().create_future()
+        self.refreshing = future
+        try:
+            await self.ws.send(text)
+            return await future
+        except (ConnectionClosed, Lost):
+            return None
+        finally:
+            if self.refreshing is future:
+                self.refreshing = None
+
     def lost(self) -> None:
         self.down.set()
         waiting: list[asyncio.Future[Any]] = [*self.answers.values()]
+        if self.refreshing is not None:
+            waiting.append(self.refreshing)
         waiting.extend(f for q in self.left.values() for f in q)
         for future in waiting:
             if not future.done():

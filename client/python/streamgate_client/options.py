@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 TokenProvider = Callable[[], Awaitable[str]]
-"""An async callable returning a fresh token (asked again after every 4401)."""
+"""An async callable returning a fresh token: asked before the current one
+expires (refreshed in band) and again after every 4401."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +29,12 @@ class Options:
     ack_batch: int = 100  # auto_ack: send the acks at least this often
     max_size: int = 4 * 1024 * 1024  # largest frame accepted from the server
     max_frame_bytes: int = 65536  # the server's MAX_FRAME_BYTES: larger publishes fail before sending
-    # "query": ?token= as the v1 contract says; "subprotocol": in
-    # Sec-WebSocket-Protocol as "bearer.<token>", kept out of URLs and proxy
-    # logs (servers that document it in docs/protocol.md).
-    token_transport: Literal["query", "subprotocol"] = "query"
+    # "subprotocol" (the default): in Sec-WebSocket-Protocol as
+    # "bearer.<token>", kept out of URLs and proxy logs; "query": ?token=,
+    # for servers or proxies that only read the URL.
+    token_transport: Literal["query", "subprotocol"] = "subprotocol"
+    # With a token_provider: ask it for a fresh token this long before the
+    # current one expires (at most half its remaining life) and send it in
+    # band, keeping the connection and its rooms. 0 turns refreshing off.
+    refresh_margin: float = 30.0
+    http_timeout: float = 10.0  # presence, members and history requests

@@ -122,6 +122,10 @@ def ack_frame(room: str, id_: str) -> Frame:
     return {"type": "ack", "room": room, "id": id_}
 
 
+def refresh_frame(token: str) -> Frame:
+    return {"type": "refresh", "token": token}
+
+
 # -- server frames --------------------------------------------------------------
 
 
@@ -152,13 +156,20 @@ class ErrorReply:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenRefreshed:
+    """The answer to ``refresh``: the new token's expiry, or None."""
+
+    exp: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class Other:
     """A frame the client does not act on (``pong``, or a type added later)."""
 
     type: str
 
 
-ServerFrame = Welcome | Message | Joined | Left | Published | ErrorReply | Other
+ServerFrame = Welcome | Message | Joined | Left | Published | ErrorReply | TokenRefreshed | Other
 
 
 class BadFrame(ValueError):
@@ -219,4 +230,7 @@ def decode(raw: str | bytes) -> ServerFrame:
         return Left(_str(frame, "room"))
     if kind == "welcome":
         return Welcome(_str(frame, "user"), str(frame.get("instance", "")))
+    if kind == "refreshed":
+        exp = frame.get("exp")
+        return TokenRefreshed(exp if isinstance(exp, int) and not isinstance(exp, bool) else None)
     return Other(kind)
