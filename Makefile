@@ -23,16 +23,19 @@ run: install
 system-deps:
 	./scripts/system-deps.sh
 
-test: install system-deps
-	$(BIN)/python -m pytest -q
-
-# The WebSocket-facing tests again with /ws served through the ASGI app, as by
-# a plain `uvicorn app.main:app` (make test serves it with app.lean, as
-# `python -m app` does; tests/test_ws_paths.py runs the essentials on both).
+# Every test, then the WebSocket-facing ones again with /ws served through the
+# ASGI app, as by a plain `uvicorn app.main:app` (the first pass serves it with
+# app.lean, as `python -m app` does; tests/test_ws_paths.py runs the
+# essentials on both in the first pass too).
 WS_TESTS := tests/test_rooms.py tests/test_replay.py tests/test_slow_consumer.py \
 	tests/test_drain.py tests/test_auth.py tests/test_pipelined_publish.py \
 	tests/test_idle_tasks.py tests/test_catch_up_memory.py tests/test_catch_up_order.py \
 	tests/test_presence.py tests/hostile
+test: install system-deps
+	$(BIN)/python -m pytest -q
+	STREAMGATE_TEST_WS=asgi $(BIN)/python -m pytest -q $(WS_TESTS)
+
+# Only the second pass of `make test`.
 test-asgi: install
 	STREAMGATE_TEST_WS=asgi $(BIN)/python -m pytest -q $(WS_TESTS)
 
