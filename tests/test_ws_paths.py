@@ -4,7 +4,7 @@
 app`` runs); ``asgi``: ``uvicorn app.main:app`` with uvicorn's default
 WebSocket class, /ws through the ASGI app (app/asgi_socket.py). The whole
 WebSocket-facing suite runs on either (``STREAMGATE_TEST_WS``, see
-tests/support/instance.py, and ``make test-asgi``); this module runs the
+tests/support/instance.py; ``make test`` runs it both ways); this module runs the
 essentials on both in every run.
 """
 
