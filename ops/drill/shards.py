@@ -28,6 +28,7 @@ from ops.load.traffic import Endpoint, Traffic, read_history
 # A room on a shard the fault did not touch: a pause between two of its
 # confirmations longer than this is a stall, and fails the phase.
 OTHER_SHARD_MAX_STALL_S = 2.0
+RESUME_WAIT_S = 30.0  # how long the hit room may take to take writes again after the fault
 
 
 @dataclass
@@ -90,6 +91,15 @@ async def _inject(view: ShardView, fault: str, target: Traffic, all_traffic: lis
     result: FaultResult = await asyncio.to_thread(SHARD_INJECT[fault], view, room=target.room)
     result.figures = {"injected at": time.strftime("%H:%M:%S", time.localtime(wall))
                       + f".{int(wall * 1000) % 1000:03d}", **result.figures}
+    # The hit shard writes again only once its new master has a replica
+    # (MIN_REPLICAS=1): after a freeze, that is the old master, woken as a
+    # replica and synced. Traffic runs until the target room has had a
+    # publish confirmed again (or RESUME_WAIT_S passed), so the report
+    # tells a slow return from none.
+    confirmed = target.confirmed()
+    resume_by = time.monotonic() + RESUME_WAIT_S
+    while target.confirmed() <= confirmed and time.monotonic() < resume_by:
+        await asyncio.sleep(0.05)
     left = max(t0 + opts.duration, result.ended + MIN_AFTER_FAULT_S) - time.monotonic()
     if left > 0:
         await asyncio.sleep(left)  # the traffic schedule, not a synchronisation
