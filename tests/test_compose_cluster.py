@@ -29,6 +29,10 @@ REPO = procs.REPO_ROOT
 COMPOSE = REPO / "docker-compose.cluster.yml"
 OPERATOR_ENV = {"JWT_SECRET": "s" * 32, "ALLOWED_ORIGINS": "https://chat.example.com"}
 NODES = [f"redis-{i}" for i in range(1, 7)]
+# The port every node listens on inside its container: the one the shipped
+# config (ops/redis/master.conf) gives.
+NODE_PORT = next(int(line.split()[1]) for line in (REPO / "ops/redis/master.conf").read_text().splitlines()
+                 if line.startswith("port "))
 
 needs_compose = pytest.mark.skipif(not shutil.which("docker-compose"),
                                    reason="docker-compose not installed")
@@ -63,7 +67,7 @@ def test_cluster_compose_topology(services: dict[str, dict[str, object]]) -> Non
     assert services["redis-cluster-create"]["restart"] == "no"
     for app in ("app1", "app2", "app3"):
         env = services[app]["environment"]
-        assert env["REDIS_CLUSTER_NODES"] == ",".join(f"{n}:6379" for n in NODES)  # type: ignore[index]
+        assert env["REDIS_CLUSTER_NODES"] == ",".join(f"{n}:{NODE_PORT}" for n in NODES)  # type: ignore[index]
         assert env["DURABILITY"] == "replica"  # type: ignore[index]
         assert "REDIS_SENTINELS" not in env  # type: ignore[operator]
         assert env["AUTH_MODE"] == "jwt" and env["JWT_SECRET"] == OPERATOR_ENV["JWT_SECRET"]  # type: ignore[index]
