@@ -112,7 +112,7 @@ class ClusterView:
         return time.monotonic() - t0
 
 
-def _signal(p: Proc, sig: signal.Signals) -> None:
+def signal_recorded(p: Proc, sig: signal.Signals) -> None:
     """Signal a recorded process, only if it still is the recorded one."""
     if not procs.is_alive(p.pid, p.started):
         raise DrillError(f"{p.name} (pid {p.pid}) is not running")
@@ -171,7 +171,7 @@ def kill_master(view: ClusterView, timeout: float = 30.0, **_: object) -> FaultR
     if old is None:
         raise DrillError("the sentinels do not agree on a master")
     t0 = time.monotonic()
-    _signal(old, signal.SIGKILL)
+    signal_recorded(old, signal.SIGKILL)
     res = FaultResult("kill-master", t0, t0, figures={"killed": _describe(old)})
     if _wait_new_master(view, old, t0, timeout, res.figures) is None:
         res.problems.append(f"no new master within {timeout:.0f}s of killing {old.name}")
@@ -218,7 +218,7 @@ def freeze_master(view: ClusterView, room: str, freeze_s: float = FREEZE_S,
     if old is None:
         raise DrillError("the sentinels do not agree on a master")
     t0 = time.monotonic()
-    _signal(old, signal.SIGSTOP)
+    signal_recorded(old, signal.SIGSTOP)
     res = FaultResult("freeze-master", t0, t0, figures={"frozen": _describe(old)})
     try:
         new = _wait_new_master(view, old, t0, freeze_s, res.figures)
@@ -270,7 +270,7 @@ def kill_instance(view: ClusterView, clients: Mapping[str, int] | None = None,
     counts = clients or {}
     victim = max(apps, key=lambda a: (counts.get(a.name, 0), -apps.index(a)))
     t0 = time.monotonic()
-    _signal(victim, signal.SIGKILL)
+    signal_recorded(victim, signal.SIGKILL)
     res = FaultResult("kill-instance", t0, t0, figures={
         "killed": _describe(victim), "drill clients on it": counts.get(victim.name, 0)})
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import redis
 
 from ops.local import cluster, cluster_shards, probes, procs
-from ops.drill.faults import DrillError, FaultResult
+from ops.drill.faults import DrillError, FaultResult, signal_recorded
 from ops.local.procs import LOOPBACK, Proc
 from ops.local.redis_cluster import NODE_TIMEOUT_MS, key_slot
 
@@ -96,12 +96,6 @@ class ShardView:
         return time.monotonic() - t0
 
 
-def _signal(p: Proc, sig: signal.Signals) -> None:
-    if not procs.is_alive(p.pid, p.started):
-        raise DrillError(f"{p.name} (pid {p.pid}) is not running")
-    os.kill(p.pid, sig)
-
-
 def _promoted(view: ShardView, old: int, replicas: list[int], t0: float, timeout: float,
               res: FaultResult) -> int | None:
     """Wait until one of ``replicas`` (``old``'s, taken before the fault)
@@ -142,7 +136,7 @@ def kill_shard_master(view: ShardView, room: str, timeout: float = 30.0,
     victim = nodes.node(old)
     before = nodes.masters()
     t0 = time.monotonic()
-    _signal(victim, signal.SIGKILL)
+    signal_recorded(victim, signal.SIGKILL)
     res = FaultResult("kill-shard-master", t0, t0, figures={
         "killed": view.describe(old), "its replica": [view.name(p) for p in before.get(old, [])]})
     procs.wait_until(lambda: not procs.is_alive(victim.pid, victim.started), 10.0,
@@ -191,7 +185,7 @@ def freeze_shard_master(view: ShardView, room: str, freeze_s: float = FREEZE_S,
     victim = nodes.node(old)
     replicas = nodes.masters().get(old, [])
     t0 = time.monotonic()
-    _signal(victim, signal.SIGSTOP)
+    signal_recorded(victim, signal.SIGSTOP)
     res = FaultResult("freeze-shard-master", t0, t0, figures={"frozen": view.describe(old)})
     try:
         new = _promoted(view, old, replicas, t0, freeze_s + timeout, res)
