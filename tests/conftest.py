@@ -187,6 +187,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             report.sections.append((f"log of instance {inst.name} (pid {pid})", inst.log_tail(40)))
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Name the failed tests once more as the very last lines: the short
+    summary prints each failure's whole message, which can push the names out
+    of a log's tail."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None:
+        return
+    failed = [r.nodeid for kind in ("failed", "error") for r in reporter.stats.get(kind, [])
+              if getattr(r, "nodeid", None)]
+    for nodeid in dict.fromkeys(failed):
+        reporter.write_line(f"FAILED {nodeid}")
+
+
 # -- a real Redis Cluster (3 masters, 3 replicas) ---------------------------------
 
 
