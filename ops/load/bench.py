@@ -63,8 +63,11 @@ from ops.load.client import (
 from ops.load.traffic import Endpoint
 
 # "lean": streamgate's own protocol class for /ws (procs.WS_ALIASES); the
-# others are uvicorn's, with /ws through the ASGI app.
+# others are uvicorn's, with /ws through the ASGI app. BARE is no streamgate
+# at all: the yardstick of ops/load/bare.py, asked for by name only.
 WS_IMPLS = ("lean", "websockets-sansio", "websockets", "wsproto")
+BARE = "bare"
+NOT_FOR_BARE = ("replay",)  # it keeps no history to replay
 TARGETS = {
     "deliveries_per_server_cpu_s": 150_000,  # at least
     "p99_ms_at_50k": 50.0,  # at most
@@ -132,6 +135,9 @@ class Stack:
 
     def start_apps(self, ws: str, n: int = 2) -> None:
         assert self.redis is not None
+        if ws == BARE:
+            self._start_bare()
+            return
         ports = procs.free_ports(n)
         tag = uuid.uuid4().hex[:6]
         for i, port in enumerate(ports):
@@ -148,6 +154,14 @@ class Stack:
                                          cwd=self.app_cwd))
         for p in self.apps:
             probes.wait_http_ok(f"http://127.0.0.1:{p.port}/readyz", 30.0, watch=[p])
+
+    def _start_bare(self) -> None:
+        """One bare websockets process (it holds every room), from this checkout."""
+        port = procs.free_port()
+        cmd = [sys.executable, "-m", "ops.load.bare", "--port", str(port)]
+        self.apps.append(procs.spawn("app-bare", "app", _pinned(cmd, self.server_cores), port,
+                                     self.root / "app-bare.log", cwd=procs.REPO_ROOT))
+        probes.wait_http_ok(f"http://127.0.0.1:{port}/readyz", 30.0, watch=self.apps)
 
     @property
     def redis_pid(self) -> int | None:
@@ -342,6 +356,8 @@ def _one_impl(stack: Stack, sc: Scenario, ws: str, other_cores: list[int] | None
               out_dir: Path) -> dict[str, Any]:
     res: dict[str, Any] = {}
     for phase in sc.phases:
+        if ws == BARE and phase in NOT_FOR_BARE:
+            continue
         print(f"== {ws}: {phase}", flush=True)
         stack.start_apps(ws)
         try:
@@ -460,7 +476,8 @@ def summary_table(results: dict[str, Any]) -> str:
 def parse_args(argv: Sequence[str] | None = None) -> Scenario:
     ap = argparse.ArgumentParser(prog="python -m ops.load.bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--ws", default="all",
-                    help=f"comma list of uvicorn --ws implementations, or all ({','.join(WS_IMPLS)})")
+                    help=f"comma list of uvicorn --ws implementations, or all ({','.join(WS_IMPLS)}); "
+                         f"{BARE}: a bare websockets server without Redis, the yardstick")
     ap.add_argument("--phases", default="fixed,steps,idle,replay")
     ap.add_argument("--subscribers", type=int, default=1000)
     ap.add_argument("--fixed-rate", type=float, default=50.0)
