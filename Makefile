@@ -31,13 +31,18 @@ WS_TESTS := tests/test_rooms.py tests/test_replay.py tests/test_slow_consumer.py
 	tests/test_drain.py tests/test_auth.py tests/test_pipelined_publish.py \
 	tests/test_idle_tasks.py tests/test_catch_up_memory.py tests/test_catch_up_order.py \
 	tests/test_presence.py tests/hostile
+# Files are spread over TEST_WORKERS processes (pytest-xdist), each file's
+# tests on one worker, so module fixtures are started once. TEST_WORKERS=0
+# runs everything in this process.
+TEST_WORKERS ?= 2
+PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 test: install system-deps
-	$(BIN)/python -m pytest -q
-	STREAMGATE_TEST_WS=asgi $(BIN)/python -m pytest -q $(WS_TESTS)
+	$(BIN)/python -m pytest -q $(PARALLEL)
+	STREAMGATE_TEST_WS=asgi $(BIN)/python -m pytest -q $(PARALLEL) $(WS_TESTS)
 
 # Only the second pass of `make test`.
 test-asgi: install
-	STREAMGATE_TEST_WS=asgi $(BIN)/python -m pytest -q $(WS_TESTS)
+	STREAMGATE_TEST_WS=asgi $(BIN)/python -m pytest -q $(PARALLEL) $(WS_TESTS)
 
 # The model-based and fuzzing tests, run long (make test runs them briefly).
 fuzz: install
