@@ -215,13 +215,13 @@ async def _idle(stack: Stack, n: int, client: str) -> dict[str, Any]:
     tally = Tally()
     eps = {u: Endpoint(u) for u in stack.urls}
     room = f"idle-{uuid.uuid4().hex[:6]}"
-    warm = [SubState(f"warm-{i}", room, stack.urls[i % 2]) for i in range(200)]
+    warm = [SubState(f"warm-{i}", room, stack.urls[i % len(stack.urls)]) for i in range(200)]
     conns, _ = await open_many(tally, warm, eps, client=client, concurrency=100)
     for c in conns:
         c.close()
     await asyncio.sleep(2.0)
     before = st.read_all(stack.app_pids)
-    states = [SubState(f"idle-{i}", room, stack.urls[i % 2]) for i in range(n)]
+    states = [SubState(f"idle-{i}", room, stack.urls[i % len(stack.urls)]) for i in range(n)]
     t0 = time.monotonic()
     last = [0.0]
 
@@ -257,8 +257,8 @@ async def _idle(stack: Stack, n: int, client: str) -> dict[str, Any]:
 async def _replay(stack: Stack, missed: int, clients: int) -> dict[str, Any]:
     room = f"replay-{uuid.uuid4().hex[:6]}"
     eps = [Endpoint(u) for u in stack.urls]
-    states = [ReplayState(f"rp-{i}", room, stack.urls[i % 2]) for i in range(clients)]
-    first = await asyncio.gather(*(replay_join(s, eps[i % 2], 30.0) for i, s in enumerate(states)))
+    states = [ReplayState(f"rp-{i}", room, stack.urls[i % len(stack.urls)]) for i in range(clients)]
+    first = await asyncio.gather(*(replay_join(s, eps[i % len(eps)], 30.0) for i, s in enumerate(states)))
     for t in first:
         t.disconnect(graceful=False)
     pub = Publisher(0, room, eps[0])
@@ -279,7 +279,7 @@ async def _replay(stack: Stack, missed: int, clients: int) -> dict[str, Any]:
     before = st.read_all(stack.app_pids)
     gen_before = st.read_usage(os.getpid())
     t0 = time.monotonic_ns()
-    transports = await asyncio.gather(*(replay_join(s, eps[i % 2], 120.0)
+    transports = await asyncio.gather(*(replay_join(s, eps[i % len(eps)], 120.0)
                                         for i, s in enumerate(states)))
     t_all = (max(s.joined_at for s in states) - t0) / 1e9
     after = st.read_all(stack.app_pids)
@@ -360,8 +360,8 @@ def _one_impl(stack: Stack, sc: Scenario, ws: str, other_cores: list[int] | None
         if ws == BARE and phase in NOT_FOR_BARE:
             continue
         print(f"== {ws}: {phase}", flush=True)
-        stack.start_apps(ws)
         try:
+            stack.start_apps(ws)
             if phase in ("fixed", "steps"):
                 r = fanout(stack, sc, ws, phase, other_cores, out_dir)
                 res[phase] = _fanout_figures(r, phase)
@@ -379,9 +379,18 @@ def _one_impl(stack: Stack, sc: Scenario, ws: str, other_cores: list[int] | None
                 print(f"  replay: {sc.missed} missed messages to {sc.replayers} clients in "
                       f"{r['seconds']} s (verified: {r['verified']}), server CPU {r['server_cpu_s']} s, "
                       f"generator {r['generator_cpu_util']} of a core", flush=True)
+        except Exception as exc:  # noqa: BLE001 - one phase must not discard the others' figures
+            print(f"  {phase} failed: {exc!r}", flush=True)
+            res[phase] = {"error": repr(exc)}
         finally:
             stack.stop_apps()
     return res
+
+
+def failed_phases(results: dict[str, Any]) -> list[str]:
+    """``ws: phase`` for each phase that ended in an error instead of figures."""
+    return [f"{ws}: {phase}" for ws, res in results["by_ws"].items()
+            for phase, r in res.items() if isinstance(r, dict) and "error" in r]
 
 
 def _fanout_figures(r: dict[str, Any], phase: str) -> dict[str, Any]:
@@ -514,8 +523,10 @@ def parse_args(argv: Sequence[str] | None = None) -> Scenario:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    run(parse_args(argv))
-    return 0
+    failed = failed_phases(run(parse_args(argv)))
+    if failed:
+        print("bench: phases that failed: " + ", ".join(failed), file=sys.stderr, flush=True)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

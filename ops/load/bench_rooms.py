@@ -242,7 +242,9 @@ def summary_table(results: dict[str, Any]) -> str:
                          str(res["fixed"].get("ok"))))
         for phase in PHASES:
             f = res.get(phase)
-            if f:
+            if f and "error" in f:
+                rows.append((f"{phase}: failed ({f['error'][:80]})", {}, "False"))
+            elif f:
                 shape = f["shape"]
                 text = Shape(shape["sockets"], shape["rooms"], shape["rooms_per_socket"], ()).text
                 rows.append((f"{phase}: {text}", f["headline"] or {}, str(f["ok"])))
@@ -270,7 +272,7 @@ def ratio_lines(res: dict[str, Any]) -> list[str]:
         f = res.get(phase)
         h = (f or {}).get("headline")
         if not h:
-            if f:
+            if f and "error" not in f:
                 lines.append(f"- {phase}: no step passed")
             continue
         shape = f["shape"]  # type: ignore[index]
