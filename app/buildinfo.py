@@ -3,7 +3,8 @@
 Read once per process for ``streamgate_build_info``, so a dashboard can tell
 which instances a deploy has reached. The commit comes from the source
 checkout the package runs from (``git rev-parse``, bounded to two seconds);
-an installed wheel or a container image has none, and says ``unknown``.
+an installed wheel or a container image has none, so its build passes the
+commit in ``BUILD_SHA`` instead; with neither, it says ``unknown``.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ class BuildInfo:
     git_sha: str
 
 
-def build_info() -> BuildInfo:
-    return BuildInfo(_version(), _git_sha(SOURCE_ROOT))
+def build_info(build_sha: str | None = None) -> BuildInfo:
+    """``build_sha`` (the BUILD_SHA setting) wins over asking git."""
+    return BuildInfo(_version(), build_sha or _git_sha(SOURCE_ROOT))
 
 
 def _version() -> str:

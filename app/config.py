@@ -137,6 +137,9 @@ class Settings(BaseSettings):
         "DRAIN_GRACE", 1.0, "seconds between SIGTERM and closing open sockets", ge=0)
     log_format: Literal["json", "text"] = _env(
         "LOG_FORMAT", "json", "json (one object per line, tokens redacted) or text")
+    build_sha: str | None = _env(
+        "BUILD_SHA", None, "the commit this build was made from, for streamgate_build_info "
+        "(images and wheels have no git checkout to ask)", shown="<git rev-parse HEAD>")
     host: str = _env("HOST", "127.0.0.1", "listen address of streamgate serve")
     port: int = _env("PORT", 8000, "listen port of streamgate serve", ge=1, le=65535)
 

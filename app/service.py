@@ -25,6 +25,7 @@ from streams.shardbus import ShardedBus
 from streams.retry import RetryPolicy, StorageUnavailable
 
 from .auth import Authenticator, Principal
+from .buildinfo import build_info
 from .config import Settings
 from .hub import Hub
 from .limits import BucketsByUser
@@ -58,7 +59,7 @@ class Service:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.instance = settings.instance_id
-        self.metrics = Metrics(settings.instance_id)
+        self.metrics = Metrics(settings.instance_id, build_info(settings.build_sha))
         self.auth = Authenticator(settings)
         self.redis = RedisConnector(settings.redis)
         clustered = self.redis.clustered

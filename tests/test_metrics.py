@@ -61,6 +61,7 @@ EXPECTED_METRICS = {
     "streamgate_tasks": "gauge",
     "streamgate_ready": "gauge",
     "streamgate_draining": "gauge",
+    "streamgate_shards_unhealthy": "gauge",
     "streamgate_unrecovered_joins_total": "counter",
     "streamgate_error_frames_total": "counter",
     "streamgate_http_responses_total": "counter",
@@ -578,6 +579,15 @@ async def test_process_and_build_info_are_exposed(metered: Instance) -> None:
     (labels,) = [lab for name, lab, v in snap.samples if name == "streamgate_build_info" and v == 1]
     assert labels["version"] == metadata.version("streamgate")
     assert labels["git_sha"] == "unknown" or len(labels["git_sha"]) == 12, labels
+
+
+async def test_build_sha_setting_names_the_commit_where_git_cannot(
+    make_instance: Callable[..., Instance]
+) -> None:
+    inst = make_instance("BS", BUILD_SHA="0123456789ab")
+    snap = await scrape(inst)
+    (labels,) = [lab for name, lab, v in snap.samples if name == "streamgate_build_info" and v == 1]
+    assert labels["git_sha"] == "0123456789ab"
 
 
 @needs_promtool
