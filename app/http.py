@@ -105,7 +105,10 @@ async def healthz() -> dict[str, str]:
 async def readyz(request: Request) -> JSONResponse:
     svc = _svc(request)
     shards = svc.shards()
-    extra = {} if shards is None else {"shards": shards}
+    extra: dict[str, Any] = {} if shards is None else {"shards": shards}
+    if shards is not None:
+        # Still ready while other masters serve: say which shards are not.
+        extra["degraded"] = [addr for addr, s in shards.items() if not s["healthy"]]
     if await svc.ready():
         return JSONResponse({"status": "ready", "instance": svc.instance, **extra})
     reason = svc.not_ready_reason()

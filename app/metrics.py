@@ -113,10 +113,15 @@ class Metrics:
             "streamgate_local_rooms", "Rooms with members on this instance", i, registry=r
         ).labels(instance)
         self.ready = Gauge(
-            "streamgate_ready", "1 while Redis answers, Pub/Sub is healthy and not draining",
+            "streamgate_ready", "1 while /readyz answers 200: Redis answers, Pub/Sub is healthy "
+            "(in cluster mode: on at least one master) and not draining",
             i, registry=r).labels(instance)
         self.draining = Gauge(
             "streamgate_draining", "1 while the instance drains before exiting",
+            i, registry=r).labels(instance)
+        self.shards_unhealthy = Gauge(
+            "streamgate_shards_unhealthy",
+            "Redis Cluster masters whose Pub/Sub link is unhealthy (0 outside cluster mode)",
             i, registry=r).labels(instance)
         self.queue_depth = Gauge(
             "streamgate_outbound_queue_depth", "Frames waiting in outbound queues, summed",
@@ -128,8 +133,10 @@ class Metrics:
     def watch(self, queued: Callable[[], float], rooms: Callable[[], float],
               ready: Callable[[], float], draining: Callable[[], float],
               tasks: Callable[[], float] = lambda: 0.0,
-              catching_up: Callable[[], float] = lambda: 0.0) -> None:
+              catching_up: Callable[[], float] = lambda: 0.0,
+              shards_unhealthy: Callable[[], float] = lambda: 0.0) -> None:
         """Gauges read at scrape time instead of being kept up to date."""
+        self.shards_unhealthy.set_function(shards_unhealthy)
         self.catching_up.set_function(catching_up)
         self.queue_depth.set_function(queued)
         self.local_rooms.set_function(rooms)

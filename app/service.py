@@ -112,11 +112,13 @@ class Service:
         self.metrics.watch(
             queued=lambda: sum(len(c.outbox) for c in self.conns),  # type: ignore[attr-defined]
             rooms=lambda: len(self.hub),
-            ready=lambda: float(not self.draining and self.bus.healthy),
+            ready=lambda: float(not self.draining and self._serving()),
             draining=lambda: float(self.draining),
             tasks=self._count_tasks,
             catching_up=lambda: sum(1 for c in self.conns
                                     if c.session.worker is not None),  # type: ignore[attr-defined]
+            shards_unhealthy=lambda: sum(1 for s in (self.shards() or {}).values()
+                                         if not s["healthy"]),
         )
 
     def _count_tasks(self) -> float:
@@ -158,9 +160,19 @@ class Service:
         )
         await settle(self.redis.close(), STOP_REDIS_S, "closing the Redis clients")
 
+    def _serving(self) -> bool:
+        bus = self.bus
+        return bus.serving if isinstance(bus, ShardedBus) else bus.healthy
+
     async def ready(self) -> bool:
-        if self.draining or not self.bus.healthy:
+        """Able to serve: not draining, and Pub/Sub healthy (in cluster mode:
+        on at least one master, whose link's PING and canary are the Redis
+        check; a PING through RedisCluster would ask every node, replicas
+        included, so one dead node would fail every instance at once)."""
+        if self.draining or not self._serving():
             return False
+        if isinstance(self.bus, ShardedBus):
+            return True
         try:
             async with asyncio.timeout(1.0):
                 await self.redis.ping()
@@ -239,7 +251,7 @@ class Service:
     def not_ready_reason(self) -> str:
         if self.draining:
             return "draining"
-        if not self.bus.healthy:
+        if not self._serving():
             return "pubsub unhealthy"
         return "redis unavailable"
 

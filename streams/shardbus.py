@@ -101,6 +101,15 @@ class ShardedBus:
             (link := self._links.get(m)) is not None and link.healthy for m in masters)
 
     @property
+    def serving(self) -> bool:
+        """At least one master's link is healthy: this instance can serve the
+        rooms on it. One shard in failover leaves the others served, and
+        every instance sees that shard the same way, so it is no reason to
+        take an instance out of a load balancer (``/readyz``)."""
+        return any((link := self._links.get(m)) is not None and link.healthy
+                   for m in self._slots.masters())
+
+    @property
     def reconnects(self) -> int:
         return sum(link.reconnects for link in self._links.values())
 

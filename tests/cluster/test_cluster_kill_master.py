@@ -34,7 +34,7 @@ from tests.failover.traffic import (
     shut_down,
     stop_publishers,
 )
-from tests.support import scaled
+from tests.support import Instance, scaled
 from tests.support.http import history
 from tests.support.waiting import async_wait_until
 
@@ -57,6 +57,23 @@ async def wait_each(groups: list[list[Publisher]], tasks: list[asyncio.Task[None
     await async_wait_until(
         lambda: all(confirmed(g) >= c for g, c in zip(groups, counts)) or fail_fast(tasks), timeout,
         message=lambda: f"confirmed {[confirmed(g) for g in groups]} of {counts}")
+
+
+async def watch_readiness(instances: list[Instance], seen: list[tuple[int, list[str]]],
+                          done: asyncio.Event) -> None:
+    """Poll every instance's /readyz (status, degraded shards) until ``done``."""
+    clients = [inst.http() for inst in instances]
+    try:
+        for _ in range(int(scaled(120) / 0.1)):
+            if done.is_set():
+                return
+            for http in clients:
+                response = await http.get("/readyz")
+                seen.append((response.status_code, response.json().get("degraded", [])))
+            await asyncio.sleep(0.1)
+    finally:
+        for http in clients:
+            await http.aclose()
 
 
 async def test_kill_shard_master_loses_nothing_and_other_shards_flow(
@@ -84,12 +101,21 @@ async def test_kill_shard_master_loses_nothing_and_other_shards_flow(
         tasks = [asyncio.create_task(p.run(stop), name=p.name) for p in publishers]
         await wait_each(list(pubs.values()), tasks, [BEFORE] * len(rooms))
 
+        readiness: list[tuple[int, list[str]]] = []
+        watching = asyncio.Event()
+        watcher = asyncio.create_task(watch_readiness([a, b], readiness, watching))
         killed_at = time.monotonic()
         cluster.kill(victim)
         promoted = await asyncio.to_thread(cluster.wait_promoted, victim, scaled(30))
         promoted_after = time.monotonic() - killed_at
         await asyncio.to_thread(cluster.restart, victim)
         await asyncio.to_thread(cluster.wait_healthy, scaled(60))
+        watching.set()
+        await watcher
+        # One shard down is the same for every instance: none leaves service
+        # for it, and each says which shard it misses.
+        assert readiness and {code for code, _ in readiness} == {200}, readiness
+        assert any(f"127.0.0.1:{victim}" in degraded for _, degraded in readiness), readiness[:20]
         hit = by_master[victim]
         counts = [confirmed(pubs[r]) + (AFTER if r == hit else 0) for r in rooms]
         await wait_each(list(pubs.values()), tasks, counts)
