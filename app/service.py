@@ -167,8 +167,8 @@ class Service:
     async def ready(self) -> bool:
         """Able to serve: not draining, and Pub/Sub healthy (in cluster mode:
         on at least one master, whose link's PING and canary are the Redis
-        check; a PING through RedisCluster would ask every node, replicas
-        included, so one dead node would fail every instance at once)."""
+        check; a PING to every master would fail while one shard is in
+        failover, and so take every instance out of service at once)."""
         if self.draining or not self._serving():
             return False
         if isinstance(self.bus, ShardedBus):
