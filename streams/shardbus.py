@@ -84,6 +84,7 @@ class ShardedBus:
         self._observer = observer or NullObserver()
         self._ping, self._canary_every = ping_interval_s, canary_interval_s
         self._links: dict[Address, Bus] = {}
+        self._whole_once = False  # every master's link was healthy at least once
         self._wanted: set[str] = set()
         self._placed: dict[str, Address] = {}  # confirmed at that master
         self._locks: dict[str, asyncio.Lock] = {}
@@ -102,10 +103,16 @@ class ShardedBus:
 
     @property
     def serving(self) -> bool:
-        """At least one master's link is healthy: this instance can serve the
-        rooms on it. One shard in failover leaves the others served, and
-        every instance sees that shard the same way, so it is no reason to
-        take an instance out of a load balancer (``/readyz``)."""
+        """Whether this instance can serve (``/readyz``).
+
+        Until every master's link has been healthy once, only all of them
+        will do: a starting instance whose links lag is not yet as able as
+        the others. From then on, one healthy link is enough: a shard in
+        failover looks the same from every instance, so it is no reason to
+        take them out of a load balancer while the other shards serve."""
+        if not self._whole_once:
+            self._whole_once = self.healthy
+            return self._whole_once
         return any((link := self._links.get(m)) is not None and link.healthy
                    for m in self._slots.masters())
 

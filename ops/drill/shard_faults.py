@@ -78,14 +78,14 @@ class ShardView:
 
     def ready(self) -> bool:
         """Whole again: every process alive, every shard with an online
-        master and replica, every instance ready (each shard link up)."""
+        master and replica, every instance ready with every shard's link up."""
         if not all(procs.is_alive(p.pid, p.started) for p in self.procs()):
             return False
         try:
             self.nodes().wait_healthy(timeout=0.5)
         except (TimeoutError, procs.ProcessExited, redis.RedisError):
             return False
-        return all(probes.http_status(f"http://{LOOPBACK}:{a.port}/readyz") == 200
+        return all(probes.every_shard_served(f"http://{LOOPBACK}:{a.port}/readyz")
                    for a in self.procs("app"))
 
     def wait_ready(self, timeout: float) -> float:

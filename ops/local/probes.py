@@ -17,6 +17,7 @@ process returns (False) instead of hanging; callers poll with
 
 from __future__ import annotations
 
+import json
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -120,6 +121,19 @@ def http_status(url: str, timeout: float = 2.0) -> int | None:
 
 
 # --- bounded waits ----------------------------------------------------------------
+
+
+def every_shard_served(url: str, timeout: float = 2.0) -> bool:
+    """``/readyz`` at ``url`` answers 200 and names no degraded shard.
+
+    In cluster mode an instance stays ready while one shard is in failover
+    (it lists it under ``degraded``); "whole again" needs every shard."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            body = json.loads(resp.read() or b"{}")
+            return int(resp.status) == 200 and not body.get("degraded")
+    except (OSError, ValueError):
+        return False
 
 
 def wait_redis(port: int, timeout: float = 10.0, proc: Proc | None = None) -> None:
