@@ -362,6 +362,14 @@ class Bus:
                             # One Redis: the run loop rebuilds the link.
                             raise ConnectionError(f"Pub/Sub error reply: {reply}")
                         self._refused(link, reply)  # a subscribe this node refused
+                        if self._canary not in link.active:
+                            # The refused one was the link's own canary (sent
+                            # first, so answered first): this node does not
+                            # serve its slot, or not yet (CLUSTERDOWN while a
+                            # shard is rebuilt). Without it the link never
+                            # comes up, yet PINGs keep it looking alive:
+                            # connect again until the node serves the slot.
+                            raise ConnectionError(f"Pub/Sub canary refused: {reply}")
                     continue
                 kind = reply[0]
                 if kind == b"message" or kind == b"smessage":

@@ -13,6 +13,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -180,3 +181,34 @@ async def test_a_link_that_goes_silent_is_replaced_and_delivers_again(
                                message=lambda: f"got {[e.id for e in got]}")
     finally:
         await bus.stop()
+
+
+async def test_a_sharded_link_whose_canary_is_refused_connects_again_until_the_node_serves(
+    tmp_path: Path,
+) -> None:
+    """A cluster node that serves no slot yet (a shard being rebuilt answers
+    CLUSTERDOWN) refuses the link's canary. The link must not stay connected
+    and forever unready (PINGs still answered): it connects again, and is up
+    once the node takes the slots."""
+    server = RedisServer(tmp_path, extra_args=("--cluster-enabled", "yes",
+                                               "--cluster-config-file", str(tmp_path / "nodes.conf")))
+    server.start()
+    admin = aioredis.Redis(host="127.0.0.1", port=server.port)
+    keys = Keys(f"sgbus-{uuid.uuid4().hex[:8]}")
+    instance = f"bus-{uuid.uuid4().hex[:6]}"
+    bus = Bus(_factory(server), keys, instance, on_entry=lambda env: None,
+              on_resync=lambda room: None, announce=admin.spublish, ping_interval_s=0.2,
+              canary_interval_s=0.5, sharded=True, canary=keys.canary(instance, "0"),
+              on_lost=lambda room: None)
+    bus.start()
+    try:
+        await async_wait_until(lambda: bus.reconnects >= 2, 10,
+                               message=lambda: f"the refused link stayed: reconnects={bus.reconnects}")
+        assert not bus.healthy
+        await admin.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+        await async_wait_until(lambda: bus.healthy, 15, message="never healthy once the node served")
+        await bus.subscribe(f"room-{uuid.uuid4().hex[:6]}", timeout_s=scaled(5))
+    finally:
+        await bus.stop()
+        await admin.aclose()
+        server.stop()
