@@ -69,6 +69,7 @@ class Options:
     client: str = "picows"
     out: Path = loadtest.RESULTS_DIR
     first: str = "cluster"  # which mode runs first (the other follows on the same room names)
+    env: tuple[tuple[str, str], ...] = ()  # settings for the instances of both modes
 
 
 # --- where rooms land ------------------------------------------------------------------
@@ -174,7 +175,7 @@ def per_delivery(report: dict[str, Any]) -> dict[str, Any]:
 def run_single(opts: Options, root: Path, cores: tuple[list[int] | None, list[int] | None],
                run_id: str, out_dir: Path) -> dict[str, Any]:
     server, other = cores
-    stack = bench.Stack(root / "single", server, other, procs.REPO_ROOT, {})
+    stack = bench.Stack(root / "single", server, other, procs.REPO_ROOT, dict(opts.env))
     replica: procs.Proc | None = None
     try:
         stack.start_redis()
@@ -213,7 +214,7 @@ def run_cluster(opts: Options, root: Path, cores: tuple[list[int] | None, list[i
         replicas = [p for p in nodes.ports if p not in masters]
         print(f"rooms per master (run id {run_id}): {counts}", flush=True)
         stack = bench.Stack(root / "cluster", server, other, procs.REPO_ROOT,
-                            {"REDIS_CLUSTER_NODES": nodes.seeds})
+                            {**dict(opts.env), "REDIS_CLUSTER_NODES": nodes.seeds})
         stack.redis = nodes.node(masters[0])  # only REDIS_URL, never used in cluster mode
         stack.start_apps("websockets-sansio")
         before = {p: info_cpu(p) for p in nodes.ports}
@@ -302,9 +303,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     ap.add_argument("--out", type=Path, default=d.out)
     ap.add_argument("--first", choices=("cluster", "single"), default=d.first,
                     help="the mode measured first (swap it to see what the order costs)")
+    ap.add_argument("--env", action="append", default=[],
+                    help="NAME=VALUE for the instances of both modes, e.g. DURABILITY=replica")
     a = ap.parse_args(argv)
+    env = tuple(tuple(e.split("=", 1)) for e in a.env if "=" in e)
     return Options(a.rooms, a.room_size, a.rate, a.seconds, a.publishers, a.client, a.out,
-                   a.first)
+                   a.first, env)  # type: ignore[arg-type]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -40,3 +40,11 @@ def test_shares_and_comparison() -> None:
     cluster["total_us_per_delivery"] = 115.0
     cmp = bc.compare(single, cluster)
     assert not cmp["shares_within_tolerance"] and not cmp["cost_within_tolerance"]
+
+
+def test_env_settings_reach_both_modes_options() -> None:
+    from ops.load.bench_cluster import parse_args
+
+    opts = parse_args(["--env", "DURABILITY=replica", "--env", "REPLICA_ACK_TIMEOUT_MS=500"])
+    assert opts.env == (("DURABILITY", "replica"), ("REPLICA_ACK_TIMEOUT_MS", "500"))
+    assert parse_args([]).env == ()
