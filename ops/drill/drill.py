@@ -37,10 +37,10 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ops.drill import report
 from ops.local import cluster, procs
@@ -189,6 +189,9 @@ async def run_phase(view: ClusterView, fault: str, opts: DrillOptions, *,
     )
 
 
+R = TypeVar("R")  # a phase report, of either drill
+
+
 async def run_drill(view: ClusterView, faults: Sequence[str], opts: DrillOptions, *,
                     restore_last: bool = True) -> list[PhaseReport]:
     """Every fault in turn on one cluster, waiting until it is whole before each."""
@@ -198,11 +201,18 @@ async def run_drill(view: ClusterView, faults: Sequence[str], opts: DrillOptions
             f"the cluster has {view.replicas} replica: after a failover its new master has "
             "none left and (min-replicas-to-write 1) refuses every write. Start it with "
             "`python -m ops.cluster up --replicas 2`, or use --own.")
+    return await run_phases(view, faults, opts, run_phase, restore_last)
+
+
+async def run_phases(view: Any, faults: Sequence[str], opts: DrillOptions,
+                     run_one: Callable[..., Awaitable[R]], restore_last: bool) -> list[R]:
+    """Each fault in turn, once the cluster is whole; every phase but the last
+    (unless ``restore_last``) leaves it whole again. Sentinel and Redis Cluster alike."""
     await asyncio.to_thread(view.wait_ready, 60.0)
     reports = []
     for i, fault in enumerate(faults):
         last = i == len(faults) - 1
-        reports.append(await run_phase(view, fault, opts, restore=restore_last or not last))
+        reports.append(await run_one(view, fault, opts, restore=restore_last or not last))
     return reports
 
 

@@ -19,7 +19,15 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from ops.drill import report
-from ops.drill.drill import MIN_AFTER_FAULT_S, SETTLE_S, DrillOptions, _publishes, _receptions
+from ops.drill.drill import (
+    MIN_AFTER_FAULT_S,
+    SETTLE_S,
+    DrillOptions,
+    _publishes,
+    _receptions,
+    _s,
+    run_phases,
+)
 from ops.drill.faults import DrillError, FaultResult
 from ops.drill.report import Findings, Stored
 from ops.drill.shard_faults import SHARD_INJECT, ShardView, room_slot
@@ -165,16 +173,7 @@ async def run_shard_phase(view: ShardView, fault: str, opts: DrillOptions, *,
 
 async def run_shard_drill(view: ShardView, faults: Sequence[str], opts: DrillOptions, *,
                           restore_last: bool = True) -> list[ShardPhaseReport]:
-    await asyncio.to_thread(view.wait_ready, 60.0)
-    reports = []
-    for i, fault in enumerate(faults):
-        last = i == len(faults) - 1
-        reports.append(await run_shard_phase(view, fault, opts, restore=restore_last or not last))
-    return reports
-
-
-def _s(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2f} s"
+    return await run_phases(view, faults, opts, run_shard_phase, restore_last)
 
 
 def format_shard_phase(p: ShardPhaseReport) -> list[str]:
