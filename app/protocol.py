@@ -198,12 +198,7 @@ def encode_body(body: Any) -> str:
 
 def parse_frame(raw: str | bytes, max_body_bytes: int = 65536) -> ClientFrame:
     """Parse one client frame; raise FrameError with the code to answer."""
-    try:
-        frame = decode_json(raw)
-    except (ValueError, RecursionError):
-        raise FrameError("bad_frame", "invalid JSON") from None
-    if not isinstance(frame, dict):
-        raise FrameError("bad_frame", "a frame must be a JSON object")
+    frame = _json_object(raw)
     kind = frame.get("type")
     if not isinstance(kind, str):
         raise FrameError("bad_frame", "missing field 'type'")
@@ -310,7 +305,7 @@ def chat_text(body: Any) -> str:
 
 def parse_tutorial_chat(raw: str, max_body_bytes: int) -> Publish:
     """A frame of ``/ws/{user_id}``: broadcast to ``@all`` or direct to ``@U``."""
-    frame = _tutorial_object(raw)
+    frame = _json_object(raw)
     kind = frame.get("type")
     if kind == "broadcast":
         room = ALL_ROOM
@@ -337,7 +332,8 @@ def parse_tutorial_room(raw: str, room: str, max_body_bytes: int) -> Publish:
     return Publish(room, checked_body(message, room, max_body_bytes), None)
 
 
-def _tutorial_object(raw: str) -> dict[str, Any]:
+def _json_object(raw: str | bytes) -> dict[str, Any]:
+    """The frame as a JSON object, or the ``bad_frame`` refusal."""
     try:
         frame = decode_json(raw)
     except (ValueError, RecursionError):
