@@ -9,16 +9,14 @@ cluster recorded, and checks that none is left.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ops.local import cluster, probes, procs
+from tests.support.ops_cluster import run_ops_cluster, stop_recorded
 from tests.support.timeouts import scaled
 
 pytestmark = [
@@ -31,26 +29,15 @@ pytestmark = [
 ]
 
 
-def _run(state_dir: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, AUTH_MODE="none")
-    env.pop("JWT_SECRET", None)
-    return subprocess.run(
-        [sys.executable, "-m", "ops.cluster", "--state-dir", str(state_dir), *args],
-        cwd=procs.REPO_ROOT, env=env, capture_output=True, text=True, timeout=scaled(timeout),
-    )
-
-
 @pytest.fixture
 def state_dir(tmp_path: Path) -> Iterator[Path]:
     d = tmp_path / "cluster"
     yield d
-    # Safety net for a failed test: stop whatever is still recorded.
-    left = procs.stop_all(cluster.recorded(cluster.load_state(d)), timeout=scaled(10))
-    assert left == [], f"processes left running: {left}"
+    stop_recorded(d)
 
 
 def test_cluster_up_status_down(state_dir: Path) -> None:
-    run = _run(state_dir, "up", "--instances", "2", "--port", "0",
+    run = run_ops_cluster(state_dir, "up", "--instances", "2", "--port", "0",
                "--timeout", str(scaled(60)), timeout=200)
     assert run.returncode == 0, run.stdout + run.stderr
     state = cluster.load_state(state_dir)
@@ -66,7 +53,7 @@ def test_cluster_up_status_down(state_dir: Path) -> None:
         assert p.port not in procs.RESERVED_PORTS
 
     # status: everything alive, one master and one replica, sentinels agree.
-    run = _run(state_dir, "status", "--json")
+    run = run_ops_cluster(state_dir, "status", "--json")
     assert run.returncode == 0, run.stdout + run.stderr
     st = json.loads(run.stdout)
     assert st["all_alive"]
@@ -79,7 +66,7 @@ def test_cluster_up_status_down(state_dir: Path) -> None:
     for r in rows.values():
         if r["role"] in ("app", "nginx"):
             assert r["healthz"] == 200, r
-    text = _run(state_dir, "status")
+    text = run_ops_cluster(state_dir, "status")
     assert text.returncode == 0 and "sentinels agree" in text.stdout
 
     # Every sentinel is ready for a failover, not merely up.
@@ -93,13 +80,13 @@ def test_cluster_up_status_down(state_dir: Path) -> None:
     assert "GET /healthz" in access
 
     # A second `up` refuses to start over a running cluster.
-    again = _run(state_dir, "up", "--instances", "1", "--port", "0")
+    again = run_ops_cluster(state_dir, "up", "--instances", "1", "--port", "0")
     assert again.returncode == 1
     assert "already running" in again.stderr
 
-    run = _run(state_dir, "down")
+    run = run_ops_cluster(state_dir, "down")
     assert run.returncode == 0, run.stdout + run.stderr
     for p in recorded:
         assert not procs.is_alive(p.pid, p.started), f"{p.name} (pid {p.pid}) still runs"
-    st = json.loads(_run(state_dir, "status", "--json").stdout)
+    st = json.loads(run_ops_cluster(state_dir, "status", "--json").stdout)
     assert not any(r["alive"] for r in st["processes"])

@@ -9,9 +9,6 @@ launcher recorded, and checks that none is left.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,18 +17,10 @@ import pytest
 
 from ops.local import cluster, probes, procs
 from tests.support.programs import require
+from tests.support.ops_cluster import run_ops_cluster, stop_recorded
 from tests.support.timeouts import scaled
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(scaled(240))]
-
-
-def _run(state_dir: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, AUTH_MODE="none")
-    env.pop("JWT_SECRET", None)
-    return subprocess.run(
-        [sys.executable, "-m", "ops.cluster", "--state-dir", str(state_dir), *args],
-        cwd=procs.REPO_ROOT, env=env, capture_output=True, text=True, timeout=scaled(timeout),
-    )
 
 
 def _json(url: str, body: dict[str, object] | None = None) -> dict[str, object]:
@@ -46,12 +35,11 @@ def state_dir(tmp_path: Path) -> Iterator[Path]:
     require("redis-server", "redis-cli", "nginx")
     d = tmp_path / "cluster"
     yield d
-    left = procs.stop_all(cluster.recorded(cluster.load_state(d)), timeout=scaled(10))
-    assert left == [], f"processes left running: {left}"
+    stop_recorded(d)
 
 
 def test_redis_cluster_up_status_down(state_dir: Path) -> None:
-    run = _run(state_dir, "up", "--redis", "cluster", "--instances", "2", "--port", "0",
+    run = run_ops_cluster(state_dir, "up", "--redis", "cluster", "--instances", "2", "--port", "0",
                "--timeout", str(scaled(60)), timeout=200)
     assert run.returncode == 0, run.stdout + run.stderr
     state = cluster.load_state(state_dir)
@@ -67,7 +55,7 @@ def test_redis_cluster_up_status_down(state_dir: Path) -> None:
     # replica. `status` asks one node, whose view of its peers' health comes
     # by gossip: poll it until that node has caught up.
     def whole() -> dict[str, object] | None:
-        st = json.loads(_run(state_dir, "status", "--json").stdout)
+        st = json.loads(run_ops_cluster(state_dir, "status", "--json").stdout)
         shards = st["shards"] or []
         ok = len(shards) == 3 and all(
             s["master_health"] == "online" and len(s["replicas"]) == 1
@@ -79,7 +67,7 @@ def test_redis_cluster_up_status_down(state_dir: Path) -> None:
     assert sum(s["slots"] for s in st["shards"]) == 16384  # type: ignore[union-attr]
     roles = sorted(r["redis_role"] for r in st["processes"] if r["role"] == "redis")
     assert roles == ["master"] * 3 + ["slave"] * 3
-    text = _run(state_dir, "status")
+    text = run_ops_cluster(state_dir, "status")
     assert text.returncode == 0 and "cluster_state: ok" in text.stdout
 
     # Through nginx: readiness per shard, and a publish read back.
@@ -91,18 +79,18 @@ def test_redis_cluster_up_status_down(state_dir: Path) -> None:
 
     # A replica stopped and started again by name rejoins its shard.
     replica = next(r["name"] for r in st["processes"] if r.get("redis_role") == "slave")
-    assert _run(state_dir, "stop", replica).returncode == 0
-    assert _run(state_dir, "start", replica).returncode == 0
+    assert run_ops_cluster(state_dir, "stop", replica).returncode == 0
+    assert run_ops_cluster(state_dir, "start", replica).returncode == 0
     port = next(p.port for p in cluster.recorded(cluster.load_state(state_dir))
                 if p.name == replica)
     procs.wait_until(lambda: probes.replica_link_up(port), scaled(30),
                      what=f"{replica} to sync again")
 
-    again = _run(state_dir, "up", "--redis", "cluster", "--port", "0")
+    again = run_ops_cluster(state_dir, "up", "--redis", "cluster", "--port", "0")
     assert again.returncode == 1 and "already running" in again.stderr
 
     final = cluster.recorded(cluster.load_state(state_dir))
-    run = _run(state_dir, "down")
+    run = run_ops_cluster(state_dir, "down")
     assert run.returncode == 0, run.stdout + run.stderr
     for p in final:
         assert not procs.is_alive(p.pid, p.started), f"{p.name} (pid {p.pid}) still runs"
