@@ -146,6 +146,16 @@ def jwt_cluster(instance_factory: InstanceFactory) -> tuple[Instance, Instance]:
 
 
 @pytest.fixture
+def ja(jwt_cluster: tuple[Instance, Instance]) -> Instance:
+    return jwt_cluster[0]
+
+
+@pytest.fixture
+def jb(jwt_cluster: tuple[Instance, Instance]) -> Instance:
+    return jwt_cluster[1]
+
+
+@pytest.fixture
 def room() -> str:
     """A room name nobody else uses."""
     return f"room-{uuid.uuid4().hex[:16]}"

@@ -13,16 +13,6 @@ from tests.support.http import auth, history_ids, post_message, presence, room_p
 from tests.support.tokens import SECRET, make_token, unsigned_token
 
 
-@pytest.fixture
-def ja(jwt_cluster: tuple[Instance, Instance]) -> Instance:
-    return jwt_cluster[0]
-
-
-@pytest.fixture
-def jb(jwt_cluster: tuple[Instance, Instance]) -> Instance:
-    return jwt_cluster[1]
-
-
 def _refused_tokens() -> list[tuple[str, str | None]]:
     sub = "mallory"
     return [

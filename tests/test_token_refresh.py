@@ -26,16 +26,6 @@ LEEWAY_S = 5  # the server's clock leeway, on admission and for the expiry close
 PACE_S = 0.05  # between publishes that cross the expiry: ~200 in all
 
 
-@pytest.fixture
-def ja(jwt_cluster: tuple[Instance, Instance]) -> Instance:
-    return jwt_cluster[0]
-
-
-@pytest.fixture
-def jb(jwt_cluster: tuple[Instance, Instance]) -> Instance:
-    return jwt_cluster[1]
-
-
 def _user() -> str:
     return f"r-{uuid.uuid4().hex[:8]}"
 
