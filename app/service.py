@@ -112,7 +112,7 @@ class Service:
         self.metrics.watch(
             queued=lambda: sum(len(c.outbox) for c in self.conns),  # type: ignore[attr-defined]
             rooms=lambda: len(self.hub),
-            ready=lambda: float(not self.draining and self._serving()),
+            ready=lambda: float(not self.draining and self.bus.serving),
             draining=lambda: float(self.draining),
             tasks=self._count_tasks,
             catching_up=lambda: sum(1 for c in self.conns
@@ -160,16 +160,12 @@ class Service:
         )
         await settle(self.redis.close(), STOP_REDIS_S, "closing the Redis clients")
 
-    def _serving(self) -> bool:
-        bus = self.bus
-        return bus.serving if isinstance(bus, ShardedBus) else bus.healthy
-
     async def ready(self) -> bool:
         """Able to serve: not draining, and Pub/Sub healthy (in cluster mode:
         on at least one master, whose link's PING and canary are the Redis
         check; a PING to every master would fail while one shard is in
         failover, and so take every instance out of service at once)."""
-        if self.draining or not self._serving():
+        if self.draining or not self.bus.serving:
             return False
         if isinstance(self.bus, ShardedBus):
             return True
@@ -251,7 +247,7 @@ class Service:
     def not_ready_reason(self) -> str:
         if self.draining:
             return "draining"
-        if not self._serving():
+        if not self.bus.serving:
             return "pubsub unhealthy"
         return "redis unavailable"
 

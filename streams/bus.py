@@ -172,6 +172,11 @@ class Bus:
         """Subscribed, and the last canary came back in time."""
         return self._link is not None and self._canary in self._link.active and self._canary_ok
 
+    @property
+    def serving(self) -> bool:
+        """Able to serve this instance's rooms (``/readyz``): one link, so healthy."""
+        return self.healthy
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="pubsub-bus")
 
